@@ -1,0 +1,36 @@
+//! The in-process broker: a publish is routed straight to this node's hubs. At-most-once, and
+//! only to sockets on this node; the default when no Redis URL is configured.
+
+use bytes::Bytes;
+use futures_util::future::{self, BoxFuture};
+
+use super::{BrokerError, Publish};
+use crate::directory::Directory;
+use crate::ids::UserId;
+use crate::payload::Payload;
+
+/// Publishes into this node's directory.
+pub struct MemoryPublisher {
+    directory: Directory,
+}
+
+impl MemoryPublisher {
+    /// A publisher feeding `directory`.
+    pub fn new(directory: Directory) -> Self {
+        Self { directory }
+    }
+}
+
+impl Publish for MemoryPublisher {
+    fn publish(
+        &self,
+        users: Vec<UserId>,
+        payload: Bytes,
+    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let payload = Payload::from_bytes(payload);
+        for user in users {
+            self.directory.route(user, payload.clone());
+        }
+        Box::pin(future::ready(Ok(())))
+    }
+}

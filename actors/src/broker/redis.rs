@@ -1,0 +1,371 @@
+//! The Redis broker. [`RedisSubscriber`] owns this process's one pub/sub connection (a RESP3
+//! connection manager with a push channel): it SUBSCRIBEs and UNSUBSCRIBEs as hubs come and go,
+//! batching the changes, hands each message to the directory without waiting on any socket, and
+//! after a disconnect reconnects with capped exponential backoff and full jitter, then
+//! re-subscribes every channel that still has a local session in a few large batches.
+//! [`RedisPublisher`] publishes on a second connection. Plain pub/sub: a message published
+//! while this node is disconnected is lost.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use rand::Rng;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
+use tokio::sync::{mpsc, watch};
+
+use super::{BrokerError, BrokerHealth, Publish};
+use crate::directory::{Directory, HubSettings, Interest};
+use crate::ids::UserId;
+use crate::metrics::RelayMetrics;
+use crate::payload::Payload;
+
+/// Channels per SUBSCRIBE or UNSUBSCRIBE command.
+const SUBSCRIBE_BATCH: usize = 1000;
+/// First reconnect delay; doubles per failed attempt up to [`BACKOFF_CAP`].
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// The longest wait between reconnect attempts.
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// How often a connected subscriber checks its link with PING.
+const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How long a single command may take before the link counts as broken.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where Redis is and how channels are named.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// `redis://…` or `rediss://…`.
+    pub url: String,
+    /// Prepended to the user id: `ws:` gives `ws:{user_id}`.
+    pub channel_prefix: String,
+}
+
+fn client(config: &RedisConfig) -> Result<Client, BrokerError> {
+    let info = config
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(BrokerError::InvalidUrl)?;
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    Client::open(info.set_redis_settings(settings)).map_err(BrokerError::InvalidUrl)
+}
+
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_min_delay(BACKOFF_BASE)
+        .set_max_delay(BACKOFF_CAP)
+        .set_connection_timeout(Some(COMMAND_TIMEOUT))
+        .set_response_timeout(Some(COMMAND_TIMEOUT))
+}
+
+/// The full-jitter backoff before reconnect attempt `attempt` (0-based).
+pub fn backoff(attempt: u32, rng: &mut impl Rng) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(BACKOFF_CAP);
+    let millis = ceiling.as_millis() as u64;
+    Duration::from_millis(rng.random_range(0..=millis))
+}
+
+/// The one pub/sub connection of this process.
+pub struct RedisSubscriber {
+    connection: ConnectionManager,
+    prefix: String,
+    directory: Directory,
+    metrics: RelayMetrics,
+    health: watch::Sender<BrokerHealth>,
+    /// Users whose channel this node needs: the truth.
+    wanted: HashSet<UserId>,
+    /// Users whose subscription state may differ from `wanted` on the server.
+    dirty: HashSet<UserId>,
+    connected: bool,
+    ever_connected: bool,
+    flushing: bool,
+    probing: bool,
+}
+
+impl RedisSubscriber {
+    /// Starts the subscriber and the directory it feeds; returns the directory and the health.
+    pub fn start(
+        config: RedisConfig,
+        arbiters: &[ArbiterHandle],
+        hubs: HubSettings,
+        metrics: RelayMetrics,
+    ) -> Result<(Directory, watch::Receiver<BrokerHealth>), BrokerError> {
+        let (push_tx, push_rx) = mpsc::unbounded_channel::<PushInfo>();
+        let connection = ConnectionManager::new_lazy_with_config(
+            client(&config)?,
+            manager_config().set_push_sender(push_tx),
+        )?;
+        let (health, health_rx) = watch::channel(BrokerHealth::Down {
+            reason: "connecting to redis".into(),
+        });
+        let mut ctx = Context::<RedisSubscriber>::new();
+        let mut push_rx = push_rx;
+        ctx.add_stream(futures_util::stream::poll_fn(move |cx| {
+            push_rx.poll_recv(cx)
+        }));
+        let interest = ctx.address().recipient::<Interest>();
+        let directory = Directory::start(arbiters, hubs, Some(interest), metrics.clone());
+        let subscriber = RedisSubscriber {
+            connection,
+            prefix: config.channel_prefix,
+            directory: directory.clone(),
+            metrics,
+            health,
+            wanted: HashSet::new(),
+            dirty: HashSet::new(),
+            connected: false,
+            ever_connected: false,
+            flushing: false,
+            probing: false,
+        };
+        ctx.run(subscriber);
+        Ok((directory, health_rx))
+    }
+
+    fn on_push(&mut self, push: PushInfo, ctx: &mut Context<Self>) {
+        match push.kind {
+            PushKind::Message => self.on_message(push.data),
+            PushKind::Disconnection => self.on_disconnected(ctx, "redis connection lost"),
+            _ => {}
+        }
+    }
+
+    fn on_message(&mut self, data: Vec<Value>) {
+        let mut fields = data.into_iter();
+        let (Some(Value::BulkString(channel)), Some(Value::BulkString(body))) =
+            (fields.next(), fields.next())
+        else {
+            return;
+        };
+        let Some(user) = channel
+            .strip_prefix(self.prefix.as_bytes())
+            .and_then(|user| std::str::from_utf8(user).ok())
+        else {
+            return;
+        };
+        self.directory
+            .route(UserId::new(user), Payload::from_bytes(Bytes::from(body)));
+    }
+
+    fn set_health(&mut self, health: BrokerHealth) {
+        let up = health.is_up();
+        self.metrics.broker_connected.set(i64::from(up));
+        self.health.send_replace(health);
+    }
+
+    fn on_disconnected(&mut self, ctx: &mut Context<Self>, reason: &str) {
+        if self.connected {
+            tracing::warn!(reason, "redis subscriber disconnected");
+        }
+        self.connected = false;
+        self.set_health(BrokerHealth::Down {
+            reason: reason.to_owned(),
+        });
+        self.probe(ctx, 0);
+    }
+
+    fn on_connected(&mut self, ctx: &mut Context<Self>) {
+        if self.ever_connected {
+            self.metrics.broker_reconnects.inc();
+        }
+        tracing::info!(channels = self.wanted.len(), "redis subscriber connected");
+        self.ever_connected = true;
+        self.connected = true;
+        self.set_health(BrokerHealth::Up);
+        self.dirty.extend(self.wanted.iter().cloned());
+        self.flush(ctx);
+    }
+
+    /// PINGs until Redis answers, waiting a jittered, growing delay between attempts.
+    fn probe(&mut self, ctx: &mut Context<Self>, attempt: u32) {
+        if self.probing || self.connected {
+            return;
+        }
+        self.probing = true;
+        let mut connection = self.connection.clone();
+        let ping = async move { redis::cmd("PING").query_async::<()>(&mut connection).await };
+        ctx.spawn(ping.into_actor(self).map(move |result, this, ctx| {
+            this.probing = false;
+            match result {
+                Ok(()) => this.on_connected(ctx),
+                Err(error) => {
+                    let reason = format!("redis unreachable: {error}");
+                    this.set_health(BrokerHealth::Down { reason });
+                    let delay = backoff(attempt, &mut rand::rng());
+                    ctx.run_later(delay, move |this, ctx| this.probe(ctx, attempt + 1));
+                }
+            }
+        }));
+    }
+
+    fn health_check(&mut self, ctx: &mut Context<Self>) {
+        if !self.connected || self.probing {
+            return;
+        }
+        let mut connection = self.connection.clone();
+        let ping = async move { redis::cmd("PING").query_async::<()>(&mut connection).await };
+        ctx.spawn(ping.into_actor(self).map(|result, this, ctx| {
+            if let Err(error) = result {
+                this.on_disconnected(ctx, &format!("redis health check failed: {error}"));
+            }
+        }));
+    }
+
+    /// Sends the pending subscription changes, a batch of channels per command.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing || !self.connected || self.dirty.is_empty() {
+            return;
+        }
+        self.flushing = true;
+        let dirty: Vec<UserId> = self.dirty.drain().collect();
+        let (subscribe, unsubscribe): (Vec<UserId>, Vec<UserId>) = dirty
+            .into_iter()
+            .partition(|user| self.wanted.contains(user));
+        let commands = SubscriptionBatch {
+            subscribe: self.channels(&subscribe),
+            unsubscribe: self.channels(&unsubscribe),
+        };
+        let connection = self.connection.clone();
+        ctx.spawn(
+            commands
+                .send(connection)
+                .into_actor(self)
+                .map(move |result, this, ctx| {
+                    this.flushing = false;
+                    match result {
+                        Ok(()) => {
+                            this.metrics
+                                .subscribed_channels
+                                .set(this.wanted.len() as i64);
+                            this.flush(ctx);
+                        }
+                        Err(error) => {
+                            this.dirty.extend(subscribe);
+                            this.dirty.extend(unsubscribe);
+                            this.on_disconnected(ctx, &format!("redis subscribe failed: {error}"));
+                        }
+                    }
+                }),
+        );
+    }
+
+    fn channels(&self, users: &[UserId]) -> Vec<Vec<u8>> {
+        users
+            .iter()
+            .map(|user| [self.prefix.as_bytes(), user.as_str().as_bytes()].concat())
+            .collect()
+    }
+}
+
+/// One round of SUBSCRIBE and UNSUBSCRIBE commands.
+struct SubscriptionBatch {
+    subscribe: Vec<Vec<u8>>,
+    unsubscribe: Vec<Vec<u8>>,
+}
+
+impl SubscriptionBatch {
+    async fn send(self, mut connection: ConnectionManager) -> redis::RedisResult<()> {
+        for chunk in self.subscribe.chunks(SUBSCRIBE_BATCH) {
+            connection.subscribe(chunk).await?;
+        }
+        for chunk in self.unsubscribe.chunks(SUBSCRIBE_BATCH) {
+            connection.unsubscribe(chunk).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Actor for RedisSubscriber {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(HEALTH_CHECK_EVERY, |this, ctx| this.health_check(ctx));
+        self.probe(ctx, 0);
+    }
+}
+
+impl Handler<Interest> for RedisSubscriber {
+    type Result = ();
+
+    fn handle(&mut self, interest: Interest, ctx: &mut Context<Self>) {
+        if interest.wanted {
+            self.wanted.insert(interest.user.clone());
+        } else {
+            self.wanted.remove(&interest.user);
+        }
+        self.dirty.insert(interest.user);
+        self.flush(ctx);
+    }
+}
+
+/// Pushes from the connection manager: messages and disconnect notices.
+impl StreamHandler<PushInfo> for RedisSubscriber {
+    fn handle(&mut self, push: PushInfo, ctx: &mut Context<Self>) {
+        self.on_push(push, ctx);
+    }
+}
+
+/// Publishes on its own connection, so publishing never queues behind subscription traffic.
+pub struct RedisPublisher {
+    connection: ConnectionManager,
+    prefix: String,
+}
+
+impl RedisPublisher {
+    /// A publisher that connects lazily (Redis may be down now).
+    pub fn new(config: &RedisConfig) -> Result<Self, BrokerError> {
+        let connection =
+            ConnectionManager::new_lazy_with_config(client(config)?, manager_config())?;
+        Ok(Self {
+            connection,
+            prefix: config.channel_prefix.clone(),
+        })
+    }
+}
+
+impl Publish for RedisPublisher {
+    fn publish(
+        &self,
+        users: Vec<UserId>,
+        payload: Bytes,
+    ) -> BoxFuture<'static, Result<(), BrokerError>> {
+        let mut pipeline = redis::pipe();
+        for user in &users {
+            let channel = [self.prefix.as_bytes(), user.as_str().as_bytes()].concat();
+            pipeline
+                .cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload.as_ref())
+                .ignore();
+        }
+        let mut connection = self.connection.clone();
+        Box::pin(async move {
+            pipeline.query_async::<()>(&mut connection).await?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let mut rng = rand::rng();
+        for attempt in 0..40 {
+            let delay = backoff(attempt, &mut rng);
+            assert!(delay <= BACKOFF_CAP, "attempt {attempt}: {delay:?}");
+        }
+        assert!(backoff(0, &mut rng) <= BACKOFF_BASE);
+    }
+}

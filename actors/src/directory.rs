@@ -1,0 +1,329 @@
+//! The directory: finds or creates the hub of a user. It is sharded by a hash of the user id
+//! into `DirectoryShard` actors, each on its own arbiter, so that no single mailbox sees every
+//! connect and every message. A shard owns the map from user to hub, starts hubs in its own
+//! context, retires them when they empty, and tells the broker which channels it needs.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::hub::{
+    DrainHub, Fanout, Join, JoinRefusal, Leave, Retire, SessionControl, SessionLink, UserHub,
+};
+use crate::ids::{ConnId, UserId};
+use crate::metrics::RelayMetrics;
+use crate::payload::Payload;
+
+/// Whether this node wants a user's broker channel. Sent to the broker subscriber in order, per
+/// user, so the last one it received for a user is the truth.
+#[derive(Message, Clone, Debug, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub struct Interest {
+    /// The user whose channel this is about.
+    pub user: UserId,
+    /// `true`: subscribe; `false`: unsubscribe.
+    pub wanted: bool,
+}
+
+/// A new session asks to join its user's hub.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Connect {
+    /// The session's user.
+    pub user: UserId,
+    /// The session.
+    pub conn: ConnId,
+    /// How to reach it.
+    pub link: SessionLink,
+}
+
+/// A session has stopped; its hub forgets it.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    /// The session's user.
+    pub user: UserId,
+    /// The session.
+    pub conn: ConnId,
+}
+
+/// A message from the broker for one user.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Route {
+    /// Whose channel it came from.
+    pub user: UserId,
+    /// The bytes.
+    pub payload: Payload,
+}
+
+/// A hub reports that it has no session left after `joins_seen` joins.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct HubIdle {
+    /// The hub's user.
+    pub user: UserId,
+    /// Joins the hub has handled; if the shard forwarded more, one is in flight.
+    pub joins_seen: u64,
+}
+
+/// Starts the drain: refuse new sessions, drain every hub.
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "()")]
+pub struct DrainShard {
+    /// The span over which the closes are spread.
+    pub window: Duration,
+}
+
+/// How many hubs a shard holds.
+#[derive(Message, Debug)]
+#[rtype(result = "usize")]
+pub struct HubCount;
+
+struct HubEntry {
+    addr: Addr<UserHub>,
+    joins_sent: u64,
+}
+
+/// Settings every hub of a shard shares.
+#[derive(Clone, Debug)]
+pub struct HubSettings {
+    /// The per-user quota.
+    pub max_sessions_per_user: usize,
+}
+
+/// One shard of the directory.
+pub struct DirectoryShard {
+    hubs: HashMap<UserId, HubEntry>,
+    settings: HubSettings,
+    interest: Option<Recipient<Interest>>,
+    metrics: RelayMetrics,
+    drain_window: Option<Duration>,
+}
+
+impl DirectoryShard {
+    /// A shard that reports channel interest to `interest` (none for the in-process broker).
+    pub fn new(
+        settings: HubSettings,
+        interest: Option<Recipient<Interest>>,
+        metrics: RelayMetrics,
+    ) -> Self {
+        Self {
+            hubs: HashMap::new(),
+            settings,
+            interest,
+            metrics,
+            drain_window: None,
+        }
+    }
+
+    fn tell_interest(&self, user: &UserId, wanted: bool) {
+        if let Some(interest) = &self.interest {
+            interest.do_send(Interest {
+                user: user.clone(),
+                wanted,
+            });
+        }
+    }
+
+    fn start_hub(&self, user: &UserId, ctx: &mut Context<Self>) -> Addr<UserHub> {
+        self.metrics.users_active.inc();
+        self.tell_interest(user, true);
+        UserHub::new(
+            user.clone(),
+            self.settings.max_sessions_per_user,
+            ctx.address(),
+            self.metrics.clone(),
+        )
+        .start()
+    }
+}
+
+impl Actor for DirectoryShard {
+    type Context = Context<Self>;
+}
+
+impl Handler<Connect> for DirectoryShard {
+    type Result = ();
+
+    fn handle(&mut self, connect: Connect, ctx: &mut Context<Self>) {
+        if self.drain_window.is_some() {
+            connect
+                .link
+                .control
+                .do_send(SessionControl::Refused(JoinRefusal::Draining));
+            return;
+        }
+        if !self.hubs.contains_key(&connect.user) {
+            let addr = self.start_hub(&connect.user, ctx);
+            self.hubs.insert(
+                connect.user.clone(),
+                HubEntry {
+                    addr,
+                    joins_sent: 0,
+                },
+            );
+        }
+        let Some(entry) = self.hubs.get_mut(&connect.user) else {
+            return;
+        };
+        entry.joins_sent += 1;
+        entry.addr.do_send(Join {
+            conn: connect.conn,
+            link: connect.link,
+        });
+    }
+}
+
+impl Handler<Disconnect> for DirectoryShard {
+    type Result = ();
+
+    fn handle(&mut self, disconnect: Disconnect, _: &mut Context<Self>) {
+        if let Some(entry) = self.hubs.get(&disconnect.user) {
+            entry.addr.do_send(Leave {
+                conn: disconnect.conn,
+            });
+        }
+    }
+}
+
+impl Handler<Route> for DirectoryShard {
+    type Result = ();
+
+    fn handle(&mut self, route: Route, _: &mut Context<Self>) {
+        self.metrics
+            .message_size
+            .observe(route.payload.len() as f64);
+        match self.hubs.get(&route.user) {
+            Some(entry) => entry.addr.do_send(Fanout {
+                payload: route.payload,
+            }),
+            None => self
+                .metrics
+                .messages_dropped
+                .with_label_values(&["no_session"])
+                .inc(),
+        }
+    }
+}
+
+impl Handler<HubIdle> for DirectoryShard {
+    type Result = ();
+
+    fn handle(&mut self, idle: HubIdle, _: &mut Context<Self>) {
+        let Some(entry) = self.hubs.get(&idle.user) else {
+            return;
+        };
+        if entry.joins_sent != idle.joins_seen {
+            return; // a join is on its way to the hub: it is not empty for long
+        }
+        if let Some(entry) = self.hubs.remove(&idle.user) {
+            entry.addr.do_send(Retire);
+            self.metrics.users_active.dec();
+            self.tell_interest(&idle.user, false);
+        }
+    }
+}
+
+impl Handler<DrainShard> for DirectoryShard {
+    type Result = ();
+
+    fn handle(&mut self, drain: DrainShard, _: &mut Context<Self>) {
+        self.drain_window = Some(drain.window);
+        for entry in self.hubs.values() {
+            entry.addr.do_send(DrainHub {
+                window: drain.window,
+            });
+        }
+    }
+}
+
+impl Handler<HubCount> for DirectoryShard {
+    type Result = usize;
+
+    fn handle(&mut self, _: HubCount, _: &mut Context<Self>) -> usize {
+        self.hubs.len()
+    }
+}
+
+/// The handle everything else uses: routes each call to the shard of its user.
+#[derive(Clone)]
+pub struct Directory {
+    shards: Arc<[Addr<DirectoryShard>]>,
+}
+
+impl Directory {
+    /// Starts one shard on each arbiter.
+    pub fn start(
+        arbiters: &[ArbiterHandle],
+        settings: HubSettings,
+        interest: Option<Recipient<Interest>>,
+        metrics: RelayMetrics,
+    ) -> Self {
+        let shards = arbiters
+            .iter()
+            .map(|arbiter| {
+                let (settings, interest, metrics) =
+                    (settings.clone(), interest.clone(), metrics.clone());
+                DirectoryShard::start_in_arbiter(arbiter, move |_| {
+                    DirectoryShard::new(settings, interest, metrics)
+                })
+            })
+            .collect();
+        Self { shards }
+    }
+
+    /// Starts a single shard on the current arbiter (tests and tiny deployments).
+    pub fn start_local(
+        settings: HubSettings,
+        interest: Option<Recipient<Interest>>,
+        metrics: RelayMetrics,
+    ) -> Self {
+        let shard = DirectoryShard::new(settings, interest, metrics).start();
+        Self {
+            shards: Arc::from(vec![shard]),
+        }
+    }
+
+    fn shard_of(&self, user: &UserId) -> &Addr<DirectoryShard> {
+        let mut hasher = DefaultHasher::new();
+        user.hash(&mut hasher);
+        let index = (hasher.finish() % self.shards.len() as u64) as usize;
+        &self.shards[index]
+    }
+
+    /// Asks the user's hub to admit a session; the answer goes to `link.control`.
+    pub fn connect(&self, user: UserId, conn: ConnId, link: SessionLink) {
+        self.shard_of(&user).do_send(Connect { user, conn, link });
+    }
+
+    /// Tells the user's hub that a session has stopped.
+    pub fn leave(&self, user: UserId, conn: ConnId) {
+        self.shard_of(&user).do_send(Disconnect { user, conn });
+    }
+
+    /// Hands a broker message to the user's hub, if the user has one here.
+    pub fn route(&self, user: UserId, payload: Payload) {
+        self.shard_of(&user).do_send(Route { user, payload });
+    }
+
+    /// Starts the drain on every shard.
+    pub fn drain(&self, window: Duration) {
+        for shard in self.shards.iter() {
+            shard.do_send(DrainShard { window });
+        }
+    }
+
+    /// How many users have a hub on this node, summed over the shards.
+    pub async fn hub_count(&self) -> Result<usize, MailboxError> {
+        let mut total = 0;
+        for shard in self.shards.iter() {
+            total += shard.send(HubCount).await?;
+        }
+        Ok(total)
+    }
+}

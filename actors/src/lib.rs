@@ -1,0 +1,37 @@
+//! The actor system of websocket-service: everything between a broker message and the bytes on
+//! a socket, with nothing of HTTP routing or configuration parsing in it.
+//!
+//! # Layout
+//! - [`ids`]: newtypes for user and connection ids.
+//! - [`close`]: close codes, error codes and the bounded JSON close reason.
+//! - [`payload`]: a published message, shared by every socket it fans out to.
+//! - [`limiter`]: the global connection cap, as permits held by sessions.
+//! - [`session`]: the `Session` actor, one per WebSocket: deadlines, bounded outbound queue.
+//! - [`hub`]: the `UserHub` actor, one per connected user: admission, quota, fan-out.
+//! - [`directory`]: sharded `DirectoryShard` actors that find or create hubs.
+//! - [`broker`]: the in-process and Redis brokers behind one handle.
+//! - [`drain`]: the `DrainCoordinator` actor: readiness and graceful drain.
+//! - [`metrics`]: the Prometheus metrics the actors update.
+
+#![forbid(unsafe_code)]
+
+pub mod broker;
+pub mod close;
+pub mod directory;
+pub mod drain;
+pub mod hub;
+pub mod ids;
+pub mod limiter;
+pub mod metrics;
+pub mod payload;
+pub mod session;
+
+pub use broker::{Broker, BrokerError, BrokerHealth};
+pub use close::{CloseCode, CloseReason, ErrorCode};
+pub use directory::Directory;
+pub use drain::{DrainCoordinator, DrainState};
+pub use ids::{ConnId, UserId};
+pub use limiter::{ConnectionLimiter, ConnectionPermit};
+pub use metrics::RelayMetrics;
+pub use payload::Payload;
+pub use session::{Session, SessionConfig, SessionParams};

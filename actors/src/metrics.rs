@@ -1,0 +1,132 @@
+//! The Prometheus metrics that the actors update. Registered once into the server's registry;
+//! every label value is from a fixed set (never a user id, token or path).
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Metrics of connections, fan-out and the broker.
+#[derive(Clone, Debug)]
+pub struct RelayMetrics {
+    /// Open WebSocket sessions.
+    pub connections_active: IntGauge,
+    /// Users with at least one open session on this node.
+    pub users_active: IntGauge,
+    /// Upgrades by outcome: accepted, auth_failed, quota_user, quota_global, origin_refused, draining.
+    pub connections_opened: IntCounterVec,
+    /// Sessions closed, by close code.
+    pub connections_closed: IntCounterVec,
+    /// How long sessions lasted.
+    pub connection_duration: Histogram,
+    /// Frames queued to sockets.
+    pub messages_forwarded: IntCounter,
+    /// Payload bytes queued to sockets.
+    pub bytes_forwarded: IntCounter,
+    /// Size of each message received from the broker.
+    pub message_size: Histogram,
+    /// Messages not delivered, by reason: slow_consumer, no_session.
+    pub messages_dropped: IntCounterVec,
+    /// 1 while the broker connection is up.
+    pub broker_connected: IntGauge,
+    /// Broker reconnects.
+    pub broker_reconnects: IntCounter,
+    /// Broker channels this node is subscribed to.
+    pub subscribed_channels: IntGauge,
+}
+
+impl RelayMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = Self {
+            connections_active: IntGauge::new("ws_connections_active", "Open WebSocket sessions")?,
+            users_active: IntGauge::new(
+                "ws_users_active",
+                "Users with at least one open session on this node",
+            )?,
+            connections_opened: IntCounterVec::new(
+                Opts::new(
+                    "ws_connections_opened_total",
+                    "WebSocket upgrades by outcome",
+                ),
+                &["outcome"],
+            )?,
+            connections_closed: IntCounterVec::new(
+                Opts::new(
+                    "ws_connections_closed_total",
+                    "Sessions closed, by close code",
+                ),
+                &["code"],
+            )?,
+            connection_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "ws_connection_duration_seconds",
+                    "How long WebSocket sessions lasted",
+                )
+                .buckets(vec![
+                    1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0,
+                ]),
+            )?,
+            messages_forwarded: IntCounter::new(
+                "ws_messages_forwarded_total",
+                "Messages queued to WebSocket sessions",
+            )?,
+            bytes_forwarded: IntCounter::new(
+                "ws_bytes_forwarded_total",
+                "Payload bytes queued to WebSocket sessions",
+            )?,
+            message_size: Histogram::with_opts(
+                HistogramOpts::new(
+                    "ws_message_size_bytes",
+                    "Size of messages received from the broker",
+                )
+                .buckets(prometheus::exponential_buckets(64.0, 4.0, 8)?),
+            )?,
+            messages_dropped: IntCounterVec::new(
+                Opts::new(
+                    "ws_messages_dropped_total",
+                    "Messages not delivered, by reason",
+                ),
+                &["reason"],
+            )?,
+            broker_connected: IntGauge::new(
+                "ws_broker_connected",
+                "1 while the broker connection is up",
+            )?,
+            broker_reconnects: IntCounter::new(
+                "ws_broker_reconnects_total",
+                "Times the broker connection was re-established",
+            )?,
+            subscribed_channels: IntGauge::new(
+                "ws_subscribed_channels",
+                "Broker channels this node is subscribed to",
+            )?,
+        };
+        metrics.register_all(registry)?;
+        Ok(metrics)
+    }
+
+    /// Metrics registered nowhere, for actor tests.
+    pub fn unregistered() -> Self {
+        // Registering into a throwaway registry cannot collide.
+        Self::register(&Registry::new()).unwrap_or_else(|err| panic!("metrics: {err}"))
+    }
+
+    fn register_all(&self, registry: &Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.connections_active.clone()))?;
+        registry.register(Box::new(self.users_active.clone()))?;
+        registry.register(Box::new(self.connections_opened.clone()))?;
+        registry.register(Box::new(self.connections_closed.clone()))?;
+        registry.register(Box::new(self.connection_duration.clone()))?;
+        registry.register(Box::new(self.messages_forwarded.clone()))?;
+        registry.register(Box::new(self.bytes_forwarded.clone()))?;
+        registry.register(Box::new(self.message_size.clone()))?;
+        registry.register(Box::new(self.messages_dropped.clone()))?;
+        registry.register(Box::new(self.broker_connected.clone()))?;
+        registry.register(Box::new(self.broker_reconnects.clone()))?;
+        registry.register(Box::new(self.subscribed_channels.clone()))?;
+        Ok(())
+    }
+
+    /// Counts an upgrade outcome.
+    pub fn opened(&self, outcome: &str) {
+        self.connections_opened.with_label_values(&[outcome]).inc();
+    }
+}

@@ -1,0 +1,54 @@
+//! A published message as it travels from the broker to every socket of a user: validated
+//! once, shared by reference count, never copied per socket.
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+/// One message for a user's sockets. Cloning clones a handle, not the bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// Valid UTF-8: sent as a text frame, bytes unchanged.
+    Text(ByteString),
+    /// Anything else: sent as a binary frame, bytes unchanged.
+    Binary(Bytes),
+}
+
+impl Payload {
+    /// Classifies the bytes once: UTF-8 becomes a text frame, the rest a binary frame.
+    pub fn from_bytes(bytes: Bytes) -> Self {
+        match ByteString::try_from(bytes.clone()) {
+            Ok(text) => Payload::Text(text),
+            Err(_) => Payload::Binary(bytes),
+        }
+    }
+
+    /// The payload's size in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Text(text) => text.len(),
+            Payload::Binary(bytes) => bytes.len(),
+        }
+    }
+
+    /// Whether the payload has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_is_text_and_the_rest_binary() {
+        let text = Payload::from_bytes(Bytes::from_static("héllo 👋".as_bytes()));
+        assert_eq!(text, Payload::Text(ByteString::from_static("héllo 👋")));
+        let raw = Payload::from_bytes(Bytes::from_static(&[0xff, 0x00, 0xfe]));
+        assert_eq!(
+            raw,
+            Payload::Binary(Bytes::from_static(&[0xff, 0x00, 0xfe]))
+        );
+        assert_eq!(raw.len(), 3);
+    }
+}
