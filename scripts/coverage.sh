@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Measures line coverage of src/ and actors/ with cargo-tarpaulin (installed from crates.io when
+# missing) over every test, following the server processes that the end-to-end tests spawn, and
+# prints the figure. Kept out of CI: instrumented builds take several minutes on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v cargo-tarpaulin >/dev/null 2>&1 || cargo install cargo-tarpaulin --locked
+command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server; }
+cargo tarpaulin --workspace --follow-exec --skip-clean --engine ptrace \
+  --exclude-files 'tests/*' --exclude-files 'actors/tests/*' \
+  --target-dir target/tarpaulin --out Stdout -- --test-threads=1 2>&1 | tee target/coverage.txt | tail -40
+grep -E '^[0-9.]+% coverage' target/coverage.txt

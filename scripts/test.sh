@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every check CI runs, on a fresh Debian machine: installs what is missing (redis-server),
+# then formatting, clippy with warnings as errors, and every test of the workspace (unit, actor,
+# and end-to-end tests that start their own redis-server and server processes on free ports).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "==> installing redis-server (Debian package)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq redis-server >/dev/null
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> cargo test"
+cargo test --workspace --locked

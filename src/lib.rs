@@ -1,0 +1,167 @@
+//! websocket-service: a JWT-authenticated WebSocket relay. Backends publish per-user
+//! notifications (Redis channel `ws:{user_id}`, or the publish API); every socket of that user
+//! receives them.
+//!
+//! # Layout
+//! - [`config`] — settings from `settings.toml` and `WS__SECTION__KEY` overrides.
+//! - [`auth`] — JWT validation for upgrades.
+//! - [`routes`] — the HTTP surface (`/ws`, `/healthz`, `/readyz`, `/metrics`, publish API).
+//! - [`correlation`] — correlation ids and request metrics middleware.
+//! - [`errors`] — the HTTP error JSON.
+//! - [`metrics`] — the Prometheus registry.
+//! - [`telemetry`] — logging.
+//! - [`dev`] — the zero-setup `--dev` mode.
+//! - [`state`] — what handlers share.
+//!
+//! The actors (sessions, hubs, directory, brokers, drain) live in the `ws-actors` crate.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod correlation;
+pub mod dev;
+pub mod errors;
+pub mod metrics;
+pub mod routes;
+pub mod state;
+pub mod telemetry;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr, Arbiter};
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+use tokio::sync::oneshot;
+use ws_actors::broker::RedisConfig;
+use ws_actors::directory::HubSettings;
+use ws_actors::drain::{DrainOutcome, ShutdownSignal};
+use ws_actors::{Broker, ConnectionLimiter, DrainCoordinator, DrainState, SessionConfig};
+
+use crate::auth::TokenValidator;
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::state::AppState;
+
+/// Extra connections each HTTP worker accepts beyond the cap, so that refusals get a close frame.
+const ACCEPT_MARGIN: usize = 1024;
+
+/// How many HTTP workers (and directory shards) to run.
+fn worker_count(settings: &Settings) -> usize {
+    match settings.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+fn session_config(settings: &Settings) -> SessionConfig {
+    let limits = &settings.limits;
+    SessionConfig {
+        heartbeat_interval: Duration::from_secs(limits.heartbeat_interval_s),
+        heartbeat_timeout: Duration::from_secs(limits.heartbeat_timeout_s),
+        idle_timeout: Duration::from_secs(limits.idle_timeout_s),
+        send_queue_max: limits.send_queue_max,
+        close_on_expiry: settings.auth.close_on_expiry,
+    }
+}
+
+fn start_broker(
+    settings: &Settings,
+    shards: &[Arbiter],
+    metrics: &Metrics,
+) -> anyhow::Result<Broker> {
+    let handles: Vec<_> = shards.iter().map(Arbiter::handle).collect();
+    let hubs = HubSettings {
+        max_sessions_per_user: settings.limits.max_connections_per_user,
+    };
+    if settings.redis.url.is_empty() {
+        return Ok(Broker::start_memory(&handles, hubs, metrics.relay.clone()));
+    }
+    let config = RedisConfig {
+        url: settings.redis.url.clone(),
+        channel_prefix: settings.redis.channel_prefix.clone(),
+    };
+    Broker::start_redis(config, &handles, hubs, metrics.relay.clone())
+        .context("invalid setting redis.url")
+}
+
+/// Forwards SIGTERM and SIGINT to the drain coordinator, every time they arrive.
+fn forward_signals(coordinator: Addr<DrainCoordinator>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    actix_web::rt::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            coordinator.do_send(ShutdownSignal);
+        }
+    });
+    Ok(())
+}
+
+/// Runs the server on `listener` until a signal drains it. Returns once the process may exit.
+pub async fn run(settings: Settings, listener: TcpListener) -> anyhow::Result<()> {
+    let metrics = Metrics::new().context("cannot register metrics")?;
+    let workers = worker_count(&settings);
+    let shards: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
+    let broker = start_broker(&settings, &shards, &metrics)?;
+    let limiter = ConnectionLimiter::new(settings.limits.max_connections);
+    let drain = DrainState::default();
+    let (done_tx, done_rx) = oneshot::channel();
+    let coordinator = DrainCoordinator::new(
+        drain.clone(),
+        broker.directory().clone(),
+        limiter.clone(),
+        Duration::from_secs(settings.shutdown.drain_timeout_s),
+        done_tx,
+    )
+    .start();
+    forward_signals(coordinator)?;
+
+    let state = web::Data::new(AppState {
+        validator: TokenValidator::from_settings(&settings.auth)?,
+        broker,
+        limiter,
+        drain,
+        metrics: metrics.clone(),
+        session_config: Arc::new(session_config(&settings)),
+        allowed_origins: settings.server.allowed_origins.clone(),
+        max_frame_bytes: settings.server.max_frame_bytes,
+        publish_api_key: Some(settings.api.publish_api_key.clone()).filter(|k| !k.is_empty()),
+    });
+    let http_metrics = web::Data::new(metrics.http.clone());
+    let ws_path = settings.server.ws_path.clone();
+    let server = HttpServer::new(move || {
+        let ws_path = ws_path.clone();
+        App::new()
+            .app_data(state.clone())
+            .app_data(http_metrics.clone())
+            .wrap(from_fn(correlation::middleware))
+            .configure(move |cfg| routes::configure(cfg, &ws_path))
+    })
+    .workers(workers)
+    .max_connections(settings.limits.max_connections + ACCEPT_MARGIN)
+    .backlog(4096)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)
+    .context("cannot listen on server.bind")?
+    .run();
+    let handle = server.handle();
+    let serving = actix_web::rt::spawn(server);
+
+    let outcome = done_rx.await.unwrap_or(DrainOutcome::Forced);
+    tracing::info!(?outcome, "shutting down");
+    handle.stop(outcome != DrainOutcome::Forced).await;
+    let _ = serving.await;
+    for shard in shards {
+        shard.stop();
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! The `websocket-service` binary: reads the command line and settings, sets up logging, binds
+//! and runs the server. Bad configuration exits 78 with one line naming the key.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use websocket_service::config::Settings;
+use websocket_service::{dev, telemetry};
+
+/// Exit code for a usage error (sysexits EX_USAGE).
+const EX_USAGE: u8 = 64;
+/// Exit code for bad configuration (sysexits EX_CONFIG).
+const EX_CONFIG: u8 = 78;
+
+const USAGE: &str = "usage: websocket-service [--config PATH] [--dev]
+
+  --config PATH  settings file (default: ./settings.toml, then settings.toml beside the binary)
+  --dev          zero-setup run: in-process broker, random secret and API key, prints a demo token
+Every setting can be overridden as WS__SECTION__KEY, e.g. WS__REDIS__URL=redis://127.0.0.1:6379";
+
+struct Args {
+    config: Option<PathBuf>,
+    dev: bool,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = Args {
+        config: None,
+        dev: false,
+    };
+    let mut argv = std::env::args().skip(1);
+    while let Some(arg) = argv.next() {
+        match arg.as_str() {
+            "--dev" => args.dev = true,
+            "--config" => {
+                let path = argv.next().ok_or("--config needs a path")?;
+                args.config = Some(PathBuf::from(path));
+            }
+            "-h" | "--help" => return Ok(None),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Some(args))
+}
+
+fn load_settings(args: &Args) -> Result<Settings, String> {
+    let mut settings = Settings::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+    if args.dev {
+        dev::prepare(&mut settings);
+    }
+    settings.validate(args.dev).map_err(|e| e.to_string())?;
+    Ok(settings)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            eprintln!("error: {error}\n{USAGE}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let settings = match load_settings(&args) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    telemetry::init(&settings.telemetry);
+    let listener = match TcpListener::bind(&settings.server.bind) {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!(
+                "error: cannot bind server.bind {:?}: {error}",
+                settings.server.bind
+            );
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, broker = if settings.redis.url.is_empty() { "memory" } else { "redis" }, "listening");
+        if args.dev {
+            dev::print_banner(&settings, addr);
+        }
+    }
+    let result = actix_web::rt::System::new().block_on(websocket_service::run(settings, listener));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! HTTP routes: the WebSocket upgrade, health and readiness, metrics, the publish API, and the
+//! JSON 404 for everything else.
+
+mod health;
+mod publish;
+mod ws;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use ws_actors::ErrorCode;
+
+use crate::correlation::CorrelationId;
+use crate::errors::ApiError;
+
+/// Registers every route; `ws_path` is where the WebSocket upgrade lives.
+pub fn configure(cfg: &mut web::ServiceConfig, ws_path: &str) {
+    cfg.route(ws_path, web::get().to(ws::upgrade))
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics))
+        .route("/api/v1/publish", web::post().to(publish::publish))
+        .default_service(web::to(not_found));
+}
+
+async fn not_found(req: HttpRequest, cid: CorrelationId) -> Result<HttpResponse, ApiError> {
+    let message = format!("no route for {} {}", req.method(), req.path());
+    Err(ApiError::new(ErrorCode::NotFound, message, &cid))
+}

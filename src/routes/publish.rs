@@ -1,0 +1,148 @@
+//! `POST /api/v1/publish`: backends without a Redis client publish to users through the
+//! configured broker (so every replica delivers). Key in `X-API-Key` or `Authorization: Bearer`;
+//! body `{"user_ids":[…],"data":…}`: a string is sent as is, any other JSON value compactly.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+use ws_actors::{ErrorCode, UserId};
+
+use crate::correlation::CorrelationId;
+use crate::errors::ApiError;
+use crate::state::AppState;
+
+/// Most users one publish call may address.
+const MAX_USERS: usize = 1000;
+/// Longest user id accepted (same bound as a token's `sub`).
+const MAX_USER_ID_BYTES: usize = 256;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    user_ids: Vec<String>,
+    data: serde_json::Value,
+}
+
+/// The publish endpoint.
+pub async fn publish(
+    req: HttpRequest,
+    body: Bytes,
+    state: web::Data<AppState>,
+    cid: CorrelationId,
+) -> Result<HttpResponse, ApiError> {
+    let Some(expected) = state.publish_api_key.as_deref() else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "publish API disabled",
+            &cid,
+        ));
+    };
+    if !key_matches(&req, expected) {
+        return Err(ApiError::new(
+            ErrorCode::AuthenticationError,
+            "missing or wrong API key",
+            &cid,
+        ));
+    }
+    let (users, payload) = parse(&body, &cid)?;
+    let count = users.len();
+    state.broker.publish(users, payload).await.map_err(|err| {
+        tracing::warn!(error = %err, correlation_id = cid.as_str(), "publish failed");
+        ApiError::new(ErrorCode::ServiceUnavailable, "broker unavailable", &cid)
+    })?;
+    Ok(HttpResponse::Ok().json(json!({ "published": count })))
+}
+
+fn presented_key(req: &HttpRequest) -> Option<&str> {
+    let headers = req.headers();
+    if let Some(key) = headers.get("x-api-key") {
+        return key.to_str().ok();
+    }
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+fn key_matches(req: &HttpRequest, expected: &str) -> bool {
+    presented_key(req).is_some_and(|key| constant_time_eq(key.as_bytes(), expected.as_bytes()))
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a key matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse(body: &[u8], cid: &CorrelationId) -> Result<(Vec<UserId>, Bytes), ApiError> {
+    let invalid = |message: String| ApiError::new(ErrorCode::ValidationError, message, cid);
+    let request: PublishRequest =
+        serde_json::from_slice(body).map_err(|err| invalid(format!("malformed body: {err}")))?;
+    if request.user_ids.is_empty() || request.user_ids.len() > MAX_USERS {
+        return Err(invalid(format!("user_ids must hold 1 to {MAX_USERS} ids")));
+    }
+    if let Some(bad) = request
+        .user_ids
+        .iter()
+        .position(|id| id.is_empty() || id.len() > MAX_USER_ID_BYTES)
+    {
+        return Err(invalid(format!("user_ids[{bad}] is empty or too long")));
+    }
+    let payload = match request.data {
+        serde_json::Value::String(text) => Bytes::from(text),
+        other => Bytes::from(other.to_string()),
+    };
+    let users = request.user_ids.iter().map(|id| UserId::new(id)).collect();
+    Ok((users, payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_sent_as_is_and_values_compactly() {
+        let cid = CorrelationId::generate();
+        let (users, payload) =
+            parse(br#"{"user_ids":["u1","u2"],"data":"hi \"there\""}"#, &cid).unwrap();
+        assert_eq!(users.len(), 2);
+        assert_eq!(&payload[..], br#"hi "there""#);
+        let (_, payload) = parse(
+            br#"{"user_ids":["u"],"data":{ "b": 1, "a": [1, 2] }}"#,
+            &cid,
+        )
+        .unwrap();
+        assert_eq!(&payload[..], br#"{"b":1,"a":[1,2]}"#);
+    }
+
+    #[test]
+    fn bad_bodies_are_refused() {
+        let cid = CorrelationId::generate();
+        for body in [
+            &b"not json"[..],
+            br#"{"user_ids":[],"data":1}"#,
+            br#"{"user_ids":[""],"data":1}"#,
+            br#"{"data":1}"#,
+            br#"{"user_ids":["u"]}"#,
+            br#"{"user_ids":"u","data":1}"#,
+        ] {
+            assert!(
+                parse(body, &cid).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn keys_compare_exactly() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

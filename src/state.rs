@@ -1,0 +1,31 @@
+//! What every HTTP handler shares: the token validator, the broker handle, the connection
+//! limiter, the drain flag, the metrics and the per-socket limits.
+
+use std::sync::Arc;
+
+use ws_actors::{Broker, ConnectionLimiter, DrainState, SessionConfig};
+
+use crate::auth::TokenValidator;
+use crate::metrics::Metrics;
+
+/// Shared, read-only state of the HTTP layer (the counters inside are atomics).
+pub struct AppState {
+    /// Checks JWTs.
+    pub validator: TokenValidator,
+    /// Publishes and feeds the hubs.
+    pub broker: Broker,
+    /// The global connection cap.
+    pub limiter: ConnectionLimiter,
+    /// Set once the drain begins.
+    pub drain: DrainState,
+    /// The registry.
+    pub metrics: Metrics,
+    /// Per-socket limits.
+    pub session_config: Arc<SessionConfig>,
+    /// Browser origins allowed to connect; empty allows all.
+    pub allowed_origins: Vec<String>,
+    /// Largest client frame (and reassembled message).
+    pub max_frame_bytes: usize,
+    /// The publish API key; `None` disables the endpoint.
+    pub publish_api_key: Option<String>,
+}
