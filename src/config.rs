@@ -392,7 +392,7 @@ impl ServerSettings {
         }
         if !self.ws_path.starts_with('/') || self.ws_path.contains(['?', '#', ' ']) {
             let reason = format!(
-                "expected a path starting with \"/\", got {:?}",
+                "expected a path starting with \"/\" (no space, ? or #), got {:?}",
                 self.ws_path
             );
             return Err(SettingsError::invalid("server.ws_path", reason));
@@ -888,7 +888,7 @@ mod tests {
 
     #[test]
     fn environment_lists_are_comma_separated() {
-        let settings = Settings::load_from(
+        let settings = build(
             None,
             env(&[
                 (
@@ -913,7 +913,7 @@ mod tests {
             ("WS__API__PUBLISH_API_KEY", "1e3"),
             ("WS__AUTH__ISSUER", "true"),
         ];
-        let settings = Settings::load_from(None, env(&vars)).unwrap();
+        let settings = build(None, env(&vars)).unwrap();
         assert_eq!(settings.auth.jwt_secret, "00012345678901234567890");
         assert_eq!(settings.api.publish_api_key, "1e3");
         assert_eq!(settings.auth.issuer, "true");
@@ -921,8 +921,7 @@ mod tests {
 
     #[test]
     fn a_bad_integer_in_the_environment_names_the_key_and_variable() {
-        let error =
-            Settings::load_from(None, env(&[("WS__LIMITS__MAX_CONNECTIONS", "abc")])).unwrap_err();
+        let error = build(None, env(&[("WS__LIMITS__MAX_CONNECTIONS", "abc")])).unwrap_err();
         let text = assert_names(&error, "limits.max_connections");
         assert_eq!(error.key(), Some("limits.max_connections"));
         assert!(
@@ -956,7 +955,7 @@ mod tests {
         assert!(text.contains("jwt_secret"), "lists the valid keys: {text}");
         let error = load("[serverr]\nbind = \"x\"\n", &[]).unwrap_err();
         assert_eq!(error.key(), Some("serverr"));
-        let error = Settings::load_from(None, env(&[("WS__SERVER__BINDD", "x")])).unwrap_err();
+        let error = build(None, env(&[("WS__SERVER__BINDD", "x")])).unwrap_err();
         let text = assert_names(&error, "server.bindd");
         assert!(text.contains("WS__SERVER__BINDD"), "{text}");
     }
