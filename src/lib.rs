@@ -8,6 +8,7 @@
 //! - [`routes`] — the HTTP surface (`/ws`, `/healthz`, `/readyz`, `/metrics`, publish API).
 //! - [`correlation`] — correlation ids and request metrics middleware.
 //! - [`errors`] — the HTTP error JSON.
+//! - [`http_spans`] — HTTP request spans with the token redacted.
 //! - [`metrics`] — the Prometheus registry.
 //! - [`telemetry`] — logging.
 //! - [`dev`] — the zero-setup `--dev` mode.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod correlation;
 pub mod dev;
 pub mod errors;
+pub mod http_spans;
 pub mod metrics;
 pub mod routes;
 pub mod state;
@@ -36,13 +38,16 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use tokio::sync::oneshot;
+use tracing_actix_web::TracingLogger;
 use ws_actors::broker::RedisConfig;
 use ws_actors::directory::HubSettings;
 use ws_actors::drain::{DrainOutcome, ShutdownSignal};
+use ws_actors::trace::ForwardTracer;
 use ws_actors::{Broker, ConnectionLimiter, DrainCoordinator, DrainState, SessionConfig};
 
 use crate::auth::TokenValidator;
 use crate::config::Settings;
+use crate::http_spans::RedactingRootSpan;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 
@@ -72,10 +77,12 @@ fn start_broker(
     settings: &Settings,
     shards: &[Arbiter],
     metrics: &Metrics,
+    tracer: Option<Arc<dyn ForwardTracer>>,
 ) -> anyhow::Result<Broker> {
     let handles: Vec<_> = shards.iter().map(Arbiter::handle).collect();
     let hubs = HubSettings {
         max_sessions_per_user: settings.limits.max_connections_per_user,
+        tracer,
     };
     if settings.redis.url.is_empty() {
         return Ok(Broker::start_memory(&handles, hubs, metrics.relay.clone()));
@@ -106,11 +113,16 @@ fn forward_signals(coordinator: Addr<DrainCoordinator>) -> anyhow::Result<()> {
 }
 
 /// Runs the server on `listener` until a signal drains it. Returns once the process may exit.
-pub async fn run(settings: Settings, listener: TcpListener) -> anyhow::Result<()> {
+/// `tracer` makes forward spans when trace export is on.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    tracer: Option<Arc<dyn ForwardTracer>>,
+) -> anyhow::Result<()> {
     let metrics = Metrics::new().context("cannot register metrics")?;
     let workers = worker_count(&settings);
     let shards: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
-    let broker = start_broker(&settings, &shards, &metrics)?;
+    let broker = start_broker(&settings, &shards, &metrics, tracer)?;
     let limiter = ConnectionLimiter::new(settings.limits.max_connections);
     let drain = DrainState::default();
     let (done_tx, done_rx) = oneshot::channel();
@@ -143,6 +155,7 @@ pub async fn run(settings: Settings, listener: TcpListener) -> anyhow::Result<()
             .app_data(state.clone())
             .app_data(http_metrics.clone())
             .wrap(from_fn(correlation::middleware))
+            .wrap(TracingLogger::<RedactingRootSpan>::new())
             .configure(move |cfg| routes::configure(cfg, &ws_path))
     })
     .workers(workers)

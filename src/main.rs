@@ -72,7 +72,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    telemetry::init(&settings.telemetry);
+    let telemetry = match telemetry::init(&settings.telemetry) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
     let listener = match TcpListener::bind(&settings.server.bind) {
         Ok(listener) => listener,
         Err(error) => {
@@ -89,7 +95,10 @@ fn main() -> ExitCode {
             dev::print_banner(&settings, addr);
         }
     }
-    let result = actix_web::rt::System::new().block_on(websocket_service::run(settings, listener));
+    let tracer = telemetry.forward_tracer();
+    let result =
+        actix_web::rt::System::new().block_on(websocket_service::run(settings, listener, tracer));
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -17,6 +17,7 @@ use crate::hub::{
 use crate::ids::{ConnId, UserId};
 use crate::metrics::RelayMetrics;
 use crate::payload::Payload;
+use crate::trace::ForwardTracer;
 
 /// Whether this node wants a user's broker channel. Sent to the broker subscriber in order, per
 /// user, so the last one it received for a user is the truth.
@@ -90,10 +91,12 @@ struct HubEntry {
 }
 
 /// Settings every hub of a shard shares.
-#[derive(Clone, Debug)]
+#[derive(Clone, Default)]
 pub struct HubSettings {
     /// The per-user quota.
     pub max_sessions_per_user: usize,
+    /// Makes forward spans; `None` when trace export is off.
+    pub tracer: Option<Arc<dyn ForwardTracer>>,
 }
 
 /// One shard of the directory.
@@ -135,7 +138,7 @@ impl DirectoryShard {
         self.tell_interest(user, true);
         UserHub::new(
             user.clone(),
-            self.settings.max_sessions_per_user,
+            self.settings.clone(),
             ctx.address(),
             self.metrics.clone(),
         )

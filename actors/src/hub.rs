@@ -3,15 +3,16 @@
 //! tells its directory shard when it has become empty so the shard can retire it.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use rand::Rng;
 
-use crate::directory::{DirectoryShard, HubIdle};
+use crate::directory::{DirectoryShard, HubIdle, HubSettings};
 use crate::ids::{ConnId, UserId};
 use crate::metrics::RelayMetrics;
 use crate::payload::Payload;
+use crate::trace::{find_timestamp, find_traceparent};
 
 /// A message for one session's socket. Sent on the hot path: carries a shared payload handle.
 #[derive(Message, Clone, Debug)]
@@ -102,7 +103,7 @@ pub struct SessionCount;
 pub struct UserHub {
     user: UserId,
     sessions: HashMap<ConnId, SessionLink>,
-    max_sessions: usize,
+    settings: HubSettings,
     shard: Addr<DirectoryShard>,
     metrics: RelayMetrics,
     /// Joins handled so far; the shard compares it with the joins it forwarded.
@@ -111,17 +112,17 @@ pub struct UserHub {
 }
 
 impl UserHub {
-    /// A hub for `user` admitting at most `max_sessions` sessions.
+    /// A hub for `user` with the shard's settings (quota, tracer).
     pub fn new(
         user: UserId,
-        max_sessions: usize,
+        settings: HubSettings,
         shard: Addr<DirectoryShard>,
         metrics: RelayMetrics,
     ) -> Self {
         Self {
             user,
             sessions: HashMap::new(),
-            max_sessions,
+            settings,
             shard,
             metrics,
             joins_seen: 0,
@@ -145,7 +146,7 @@ impl UserHub {
                 .do_send(SessionControl::Refused(JoinRefusal::Draining));
             return;
         }
-        if self.sessions.len() >= self.max_sessions {
+        if self.sessions.len() >= self.settings.max_sessions_per_user {
             join.link
                 .control
                 .do_send(SessionControl::Refused(JoinRefusal::UserQuota));
@@ -153,6 +154,31 @@ impl UserHub {
         }
         join.link.control.do_send(SessionControl::Joined);
         self.sessions.insert(join.conn, join.link);
+    }
+}
+
+impl UserHub {
+    fn forward_span(&self, payload: &Payload) -> Option<tracing::Span> {
+        let tracer = self.settings.tracer.as_ref()?;
+        let traceparent = json_bytes(payload).and_then(find_traceparent);
+        Some(tracer.forward_span(traceparent, payload.len(), self.sessions.len()))
+    }
+
+    fn observe_latency(&self, payload: &Payload) {
+        let Some(published) = json_bytes(payload).and_then(find_timestamp) else {
+            return;
+        };
+        if let Ok(latency) = SystemTime::now().duration_since(published) {
+            self.metrics.publish_latency.observe(latency.as_secs_f64());
+        }
+    }
+}
+
+/// The payload's bytes when it looks like a JSON object (the only kind scanned for fields).
+fn json_bytes(payload: &Payload) -> Option<&[u8]> {
+    match payload {
+        Payload::Text(text) if text.starts_with('{') => Some(text.as_bytes()),
+        _ => None,
     }
 }
 
@@ -187,6 +213,10 @@ impl Handler<Fanout> for UserHub {
 
     fn handle(&mut self, fanout: Fanout, _: &mut Context<Self>) {
         let size = fanout.payload.len() as u64;
+        let _span = self
+            .forward_span(&fanout.payload)
+            .map(tracing::Span::entered);
+        self.observe_latency(&fanout.payload);
         for link in self.sessions.values() {
             link.deliver.do_send(Deliver {
                 payload: fanout.payload.clone(),

@@ -2,16 +2,17 @@
 //! a socket, with nothing of HTTP routing or configuration parsing in it.
 //!
 //! # Layout
-//! - [`ids`]: newtypes for user and connection ids.
-//! - [`close`]: close codes, error codes and the bounded JSON close reason.
-//! - [`payload`]: a published message, shared by every socket it fans out to.
-//! - [`limiter`]: the global connection cap, as permits held by sessions.
-//! - [`session`]: the `Session` actor, one per WebSocket: deadlines, bounded outbound queue.
-//! - [`hub`]: the `UserHub` actor, one per connected user: admission, quota, fan-out.
-//! - [`directory`]: sharded `DirectoryShard` actors that find or create hubs.
-//! - [`broker`]: the in-process and Redis brokers behind one handle.
-//! - [`drain`]: the `DrainCoordinator` actor: readiness and graceful drain.
-//! - [`metrics`]: the Prometheus metrics the actors update.
+//! - [`ids`] — newtypes for user and connection ids.
+//! - [`close`] — close codes, error codes and the bounded JSON close reason.
+//! - [`payload`] — a published message, shared by every socket it fans out to.
+//! - [`limiter`] — the global connection cap, as permits held by sessions.
+//! - [`session`] — the `Session` actor, one per WebSocket: deadlines, bounded outbound queue.
+//! - [`hub`] — the `UserHub` actor, one per connected user: admission, quota, fan-out.
+//! - [`directory`] — sharded `DirectoryShard` actors that find or create hubs.
+//! - [`broker`] — the in-process and Redis brokers behind one handle.
+//! - [`drain`] — the `DrainCoordinator` actor: readiness and graceful drain.
+//! - [`metrics`] — the Prometheus metrics the actors update.
+//! - [`trace`] — the forward-span hook and payload scans for `traceparent` and `ts`.
 
 #![forbid(unsafe_code)]
 
@@ -25,6 +26,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod payload;
 pub mod session;
+pub mod trace;
 
 pub use broker::{Broker, BrokerError, BrokerHealth};
 pub use close::{CloseCode, CloseReason, ErrorCode};

@@ -30,6 +30,8 @@ pub struct RelayMetrics {
     pub broker_reconnects: IntCounter,
     /// Broker channels this node is subscribed to.
     pub subscribed_channels: IntGauge,
+    /// From the payload's `ts` to the fan-out to sockets.
+    pub publish_latency: Histogram,
 }
 
 impl RelayMetrics {
@@ -98,6 +100,15 @@ impl RelayMetrics {
                 "ws_subscribed_channels",
                 "Broker channels this node is subscribed to",
             )?,
+            publish_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "ws_publish_to_send_seconds",
+                    "Time from the payload's ts field to the fan-out to sockets",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ]),
+            )?,
         };
         metrics.register_all(registry)?;
         Ok(metrics)
@@ -122,6 +133,7 @@ impl RelayMetrics {
         registry.register(Box::new(self.broker_connected.clone()))?;
         registry.register(Box::new(self.broker_reconnects.clone()))?;
         registry.register(Box::new(self.subscribed_channels.clone()))?;
+        registry.register(Box::new(self.publish_latency.clone()))?;
         Ok(())
     }
 

@@ -72,6 +72,7 @@ fn fixture(max_per_user: usize) -> Fixture {
     let directory = Directory::start_local(
         HubSettings {
             max_sessions_per_user: max_per_user,
+            tracer: None,
         },
         Some(broker.recipient()),
         metrics.clone(),

@@ -9,10 +9,11 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use ws_actors::{CloseCode, CloseReason, ConnId, ErrorCode, Session, SessionParams, UserId};
 
-use crate::auth::AuthError;
+use crate::auth::{AuthError, VerifiedToken};
 use crate::correlation::CorrelationId;
 use crate::errors::ApiError;
 use crate::state::AppState;
+use crate::telemetry::SPAN_TARGET;
 
 /// The subprotocol that carries a token: `Sec-WebSocket-Protocol: bearer, <JWT>`.
 const BEARER_PROTOCOL: &str = "bearer";
@@ -80,52 +81,100 @@ fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
     }
 }
 
-/// The upgrade handler.
+/// The upgrade handler, inside a `websocket.connect` span that records the outcome.
 pub async fn upgrade(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
     cid: CorrelationId,
 ) -> Result<HttpResponse, actix_web::Error> {
+    let span = tracing::info_span!(
+        target: SPAN_TARGET,
+        "websocket.connect",
+        correlation_id = cid.as_str(),
+        conn.id = tracing::field::Empty,
+        user.hash = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    span.in_scope(|| connect(&req, body, &state, &cid))
+}
+
+/// Counts an upgrade outcome and records it on the connect span.
+fn outcome(state: &AppState, outcome: &'static str) {
+    state.metrics.relay.opened(outcome);
+    tracing::Span::current().record("outcome", outcome);
+}
+
+/// A stable, non-reversible tag for a user id in traces (never the id itself).
+fn user_hash(user_id: &str) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(user_id, &mut hasher);
+    format!("{:016x}", std::hash::Hasher::finish(&hasher))
+}
+
+fn validate(state: &AppState, token: Option<&str>) -> Result<VerifiedToken, AuthError> {
+    let span = tracing::info_span!(
+        target: SPAN_TARGET,
+        "websocket.validate_token",
+        outcome = tracing::field::Empty,
+    );
+    span.in_scope(|| {
+        let result = state.validator.validate(token.unwrap_or(""));
+        let verdict = match &result {
+            Ok(_) => "valid",
+            Err(error) => error.public_message(),
+        };
+        tracing::Span::current().record("outcome", verdict);
+        result
+    })
+}
+
+fn connect(
+    req: &HttpRequest,
+    body: web::Payload,
+    state: &AppState,
+    cid: &CorrelationId,
+) -> Result<HttpResponse, actix_web::Error> {
     if state.drain.is_draining() {
-        state.metrics.relay.opened("draining");
-        return Err(ApiError::new(ErrorCode::ServiceUnavailable, "server draining", &cid).into());
+        outcome(state, "draining");
+        return Err(ApiError::new(ErrorCode::ServiceUnavailable, "server draining", cid).into());
     }
-    let offered = offered_token(&req);
+    let offered = offered_token(req);
     let protocols: &[&str] = if offered.bearer_offered {
         &[BEARER_PROTOCOL]
     } else {
         &[]
     };
-    if !origin_allowed(&req, &state.allowed_origins) {
-        state.metrics.relay.opened("origin_refused");
+    if !origin_allowed(req, &state.allowed_origins) {
+        outcome(state, "origin_refused");
         let close = CloseReason::new(CloseCode::PolicyViolation, "origin refused", cid.as_str());
-        return refuse(&req, body, protocols, close);
+        return refuse(req, body, protocols, close);
     }
-    let verified = match state.validator.validate(offered.token.unwrap_or("")) {
+    let verified = match validate(state, offered.token) {
         Ok(verified) => verified,
         Err(error) => {
-            state.metrics.relay.opened("auth_failed");
-            tracing::info!(correlation_id = cid.as_str(), reason = %public(&error), "token refused");
-            let close = CloseReason::new(
-                CloseCode::PolicyViolation,
-                error.public_message(),
-                cid.as_str(),
-            );
-            return refuse(&req, body, protocols, close);
+            outcome(state, "auth_failed");
+            let reason = error.public_message();
+            tracing::info!(correlation_id = cid.as_str(), reason, "token refused");
+            let close = CloseReason::new(CloseCode::PolicyViolation, reason, cid.as_str());
+            return refuse(req, body, protocols, close);
         }
     };
+    tracing::Span::current().record("user.hash", user_hash(&verified.user_id));
     let Some(permit) = state.limiter.try_acquire() else {
-        state.metrics.relay.opened("quota_global");
+        outcome(state, "quota_global");
         let close = CloseReason::new(CloseCode::TryAgainLater, "server full", cid.as_str());
-        return refuse(&req, body, protocols, close);
+        return refuse(req, body, protocols, close);
     };
-    let (response, socket, stream) = actix_ws::handle_with_protocols(&req, body, protocols)?;
+    let (response, socket, stream) = actix_ws::handle_with_protocols(req, body, protocols)?;
     let incoming = stream
         .max_frame_size(state.max_frame_bytes)
         .aggregate_continuations()
         .max_continuation_size(state.max_frame_bytes);
     let conn = ConnId::next();
+    let span = tracing::Span::current();
+    span.record("conn.id", conn.get());
+    span.record("outcome", "upgraded");
     tracing::debug!(
         conn = conn.get(),
         correlation_id = cid.as_str(),
@@ -143,10 +192,6 @@ pub async fn upgrade(
     };
     Session::start(params, socket, incoming);
     Ok(response)
-}
-
-fn public(error: &AuthError) -> &'static str {
-    error.public_message()
 }
 
 /// Completes the upgrade only to close at once with `close`, so that the client sees the code
