@@ -12,6 +12,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, Error, FromRequest, HttpMessage, HttpRequest};
 
+use crate::http_spans::redacted_target;
 use crate::metrics::HttpMetrics;
 
 /// The header carrying the correlation id.
@@ -85,6 +86,7 @@ pub async fn middleware(
     let metrics = req.app_data::<web::Data<HttpMetrics>>().cloned();
     let started = Instant::now();
     let method = req.method().clone();
+    let target = redacted_target(req.path(), req.query_string());
     let mut response = next.call(req).await?;
     let route = response
         .request()
@@ -97,6 +99,7 @@ pub async fn middleware(
     tracing::debug!(
         method = %method,
         route = %route,
+        target = %target,
         status = status.as_u16(),
         correlation_id = id.as_str(),
         elapsed_ms = started.elapsed().as_millis() as u64,

@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime};
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use ws_actors::{CloseCode, CloseReason, ConnId, ErrorCode, Session, SessionParams, UserId};
 
 use crate::auth::{AuthError, VerifiedToken};
@@ -166,7 +166,7 @@ fn connect(
         let close = CloseReason::new(CloseCode::TryAgainLater, "server full", cid.as_str());
         return refuse(req, body, protocols, close);
     };
-    let (response, socket, stream) = actix_ws::handle_with_protocols(req, body, protocols)?;
+    let (response, socket, stream) = handshake(req, body, protocols)?;
     let incoming = stream
         .max_frame_size(state.max_frame_bytes)
         .aggregate_continuations()
@@ -194,6 +194,26 @@ fn connect(
     Ok(response)
 }
 
+/// The WebSocket handshake; a request that is no valid upgrade gets a 400 with the error JSON.
+fn handshake(
+    req: &HttpRequest,
+    body: web::Payload,
+    protocols: &[&str],
+) -> Result<(HttpResponse, actix_ws::Session, actix_ws::MessageStream), ApiError> {
+    actix_ws::handle_with_protocols(req, body, protocols).map_err(|error| {
+        let cid = req
+            .extensions()
+            .get::<CorrelationId>()
+            .cloned()
+            .unwrap_or_else(CorrelationId::generate);
+        ApiError::new(
+            ErrorCode::ValidationError,
+            format!("not a valid WebSocket upgrade: {error}"),
+            &cid,
+        )
+    })
+}
+
 /// Completes the upgrade only to close at once with `close`, so that the client sees the code
 /// and reason; nothing of the socket outlives the close.
 fn refuse(
@@ -202,7 +222,7 @@ fn refuse(
     protocols: &[&str],
     close: CloseReason,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let (response, socket, mut stream) = actix_ws::handle_with_protocols(req, body, protocols)?;
+    let (response, socket, mut stream) = handshake(req, body, protocols)?;
     let reason = actix_ws::CloseReason {
         code: close.code.code().into(),
         description: Some(close.reason),
