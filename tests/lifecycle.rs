@@ -154,8 +154,8 @@ async fn foreign_origin_is_refused_1008() {
     let mut good = WsClient::try_connect_with_headers(&url, &[("Origin", "https://app.example")])
         .await
         .expect("allowed origin");
-    publish_api_until_received(&server, "olive", &mut good).await;
     let mut tool = server.connect(&token("olive")).await;
+    publish_api_until_all_received(&server, "olive", &mut [&mut good, &mut tool]).await;
     server
         .publish_api(&["olive"], Value::String("both".into()))
         .await;

@@ -1155,33 +1155,54 @@ impl WsClient {
 /// proven by publishing probes through the API until one reaches `client`. Afterwards a final
 /// marker is published and read, so that no late probe is left to confuse the caller.
 pub async fn publish_api_until_received(server: &Server, user: &str, client: &mut WsClient) {
+    publish_api_until_all_received(server, user, &mut [client]).await;
+}
+
+/// Like [`publish_api_until_received`], for several sockets of one user: probes until every
+/// socket got one, then a marker that each reads (skipping late probes).
+pub async fn publish_api_until_all_received(
+    server: &Server,
+    user: &str,
+    clients: &mut [&mut WsClient],
+) {
     let prefix = format!("probe-{user}-");
     let start = Instant::now();
     let mut attempt = 0u32;
-    loop {
+    let mut received = vec![false; clients.len()];
+    while received.contains(&false) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "probes did not reach every socket of {user} within {DEADLINE:?}"
+        );
         attempt += 1;
         let probe = format!("{prefix}{attempt}");
         server.publish_api(&[user], Value::String(probe)).await;
-        match client.next_frame(Duration::from_millis(200)).await {
-            Some(Frame::Text(text)) if text.starts_with(&prefix) => break,
-            Some(other) => panic!("while probing delivery to {user}: got {other:?}"),
-            None if start.elapsed() < DEADLINE => continue,
-            None => panic!("no probe reached {user} within {DEADLINE:?}"),
+        for (client, got) in clients.iter_mut().zip(&mut received) {
+            if *got {
+                continue;
+            }
+            match client.next_frame(Duration::from_millis(100)).await {
+                Some(Frame::Text(text)) if text.starts_with(&prefix) => *got = true,
+                Some(other) => panic!("while probing delivery to {user}: got {other:?}"),
+                None => {}
+            }
         }
     }
     let marker = format!("{prefix}end");
     server
         .publish_api(&[user], Value::String(marker.clone()))
         .await;
-    loop {
-        let text = client.recv_text(DEADLINE).await;
-        if text == marker {
-            return;
+    for client in clients.iter_mut() {
+        loop {
+            let text = client.recv_text(DEADLINE).await;
+            if text == marker {
+                break;
+            }
+            assert!(
+                text.starts_with(&prefix),
+                "unexpected message {text:?} while probing {user}"
+            );
         }
-        assert!(
-            text.starts_with(&prefix),
-            "unexpected message {text:?} while probing {user}"
-        );
     }
 }
 
