@@ -9,6 +9,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::dev::SendError;
 use actix::prelude::*;
 
 use crate::hub::{
@@ -146,8 +147,16 @@ impl DirectoryShard {
     }
 }
 
+/// Messages from the broker that may wait for a shard before new ones are dropped (and counted):
+/// when publishers outrun the node, memory stays bounded and the broker is still read at once.
+pub const ROUTE_QUEUE_MAX: usize = 65_536;
+
 impl Actor for DirectoryShard {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(ROUTE_QUEUE_MAX);
+    }
 }
 
 impl Handler<Connect> for DirectoryShard {
@@ -257,6 +266,7 @@ impl Handler<HubCount> for DirectoryShard {
 #[derive(Clone)]
 pub struct Directory {
     shards: Arc<[Addr<DirectoryShard>]>,
+    metrics: RelayMetrics,
 }
 
 impl Directory {
@@ -277,7 +287,7 @@ impl Directory {
                 })
             })
             .collect();
-        Self { shards }
+        Self { shards, metrics }
     }
 
     /// Starts a single shard on the current arbiter (tests and tiny deployments).
@@ -286,9 +296,10 @@ impl Directory {
         interest: Option<Recipient<Interest>>,
         metrics: RelayMetrics,
     ) -> Self {
-        let shard = DirectoryShard::new(settings, interest, metrics).start();
+        let shard = DirectoryShard::new(settings, interest, metrics.clone()).start();
         Self {
             shards: Arc::from(vec![shard]),
+            metrics,
         }
     }
 
@@ -309,9 +320,19 @@ impl Directory {
         self.shard_of(&user).do_send(Disconnect { user, conn });
     }
 
-    /// Hands a broker message to the user's hub, if the user has one here.
+    /// Hands a broker message to the user's hub, if the user has one here. Never waits: when
+    /// the shard is [`ROUTE_QUEUE_MAX`] messages behind, the message is dropped and counted.
     pub fn route(&self, user: UserId, payload: Payload) {
-        self.shard_of(&user).do_send(Route { user, payload });
+        if let Err(error) = self.shard_of(&user).try_send(Route { user, payload }) {
+            let reason = match error {
+                SendError::Full(_) => "overload",
+                SendError::Closed(_) => "shutdown",
+            };
+            self.metrics
+                .messages_dropped
+                .with_label_values(&[reason])
+                .inc();
+        }
     }
 
     /// Starts the drain on every shard.
