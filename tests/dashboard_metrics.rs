@@ -46,9 +46,15 @@ fn dashboard_and_alerts_name_registered_metrics() {
     ] {
         let text = std::fs::read_to_string(format!("{root}/{asset}")).expect("read asset");
         let names = metric_names(&text);
-        assert!(names.len() >= 3, "{asset}: too few metrics found: {names:?}");
+        assert!(
+            names.len() >= 3,
+            "{asset}: too few metrics found: {names:?}"
+        );
         for name in names {
-            assert!(source.contains(&format!("\"{name}\"")), "{asset} uses unknown metric {name}");
+            assert!(
+                source.contains(&format!("\"{name}\"")),
+                "{asset} uses unknown metric {name}"
+            );
         }
     }
 }
