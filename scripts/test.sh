@@ -21,3 +21,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "==> cargo test"
 cargo test --workspace --locked
+
+echo "==> deploy/ checks (manifests, compose, env names, Dockerfile lint, server with deploy settings)"
+./scripts/check-deploy.sh
