@@ -37,7 +37,9 @@ fi
 export CHROMIUM_BIN="${CHROMIUM_BIN:-/usr/bin/chromium}"
 if [ ! -x "$CHROMIUM_BIN" ]; then
   echo "==> installing chromium (Debian package)"
-  apt_install chromium
+  # Without its recommends (printer setup, notification daemon, ...), which headless use does
+  # not need; fonts-liberation so that the screenshot renders text with metric-compatible fonts.
+  apt_install chromium fonts-liberation
 fi
 
 if ! command -v redis-server >/dev/null 2>&1; then
