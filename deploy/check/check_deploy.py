@@ -407,7 +407,28 @@ def check_compose(docs: dict[Path, list]) -> None:
         fail(f"prometheus.yml does not scrape websocket-service:8080 (targets {targets})")
     else:
         ok("prometheus.yml scrapes websocket-service:8080/metrics")
+    check_prometheus_rules(prom, services.get("prometheus", {}))
     check_grafana(services.get("grafana", {}))
+
+
+def check_prometheus_rules(prom: dict, service: dict) -> None:
+    """Every rule file Prometheus loads is mounted from deploy/ and holds well-formed rules."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        mounts[target] = DEPLOY / source
+    for rule_file in prom.get("rule_files", []):
+        source = mounts.get(rule_file)
+        if source is None or not source.is_file():
+            fail(f"prometheus.yml loads {rule_file}, which compose.yaml does not mount from deploy/")
+            continue
+        rules = [r for g in (yaml.safe_load(source.read_text()) or {}).get("groups", [])
+                 for r in g.get("rules", [])]
+        bad = [r for r in rules if not r.get("expr") or not (r.get("alert") or r.get("record"))]
+        if not rules or bad:
+            fail(f"{rel(source)}: rules need alert/record and expr ({len(bad)} bad of {len(rules)})")
+        else:
+            ok(f"prometheus loads {rel(source)} ({len(rules)} rules)")
 
 
 def check_grafana(grafana: dict) -> None:
