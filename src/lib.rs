@@ -171,7 +171,8 @@ pub async fn run(
 
     let outcome = done_rx.await.unwrap_or(DrainOutcome::Forced);
     tracing::info!(?outcome, "shutting down");
-    handle.stop(outcome != DrainOutcome::Forced).await;
+    // Every session is gone (or the deadline passed): nothing is left worth waiting for.
+    handle.stop(false).await;
     let _ = serving.await;
     for shard in shards {
         shard.stop();

@@ -100,6 +100,9 @@ impl DrainCoordinator {
         let Some(started) = self.started else {
             return;
         };
+        if self.done.is_none() {
+            return; // already reported
+        }
         if self.limiter.open() == 0 {
             tracing::info!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
