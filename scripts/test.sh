@@ -24,3 +24,6 @@ cargo test --workspace --locked
 
 echo "==> deploy/ checks (manifests, compose, env names, Dockerfile lint, server with deploy settings)"
 ./scripts/check-deploy.sh
+
+echo "==> TypeScript client: build, unit tests, end-to-end test in headless Chromium"
+./scripts/test-clients.sh

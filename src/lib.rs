@@ -54,6 +54,11 @@ use crate::state::AppState;
 /// Extra connections each HTTP worker accepts beyond the cap, so that refusals get a close frame.
 const ACCEPT_MARGIN: usize = 1024;
 
+/// How long a closed WebSocket's TCP connection waits for the client to hang up before the
+/// server drops it (the close frame is already written); actix's default of 1 s doubled
+/// reconnect gaps during a drain.
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_millis(200);
+
 /// How many HTTP workers (and directory shards) to run.
 fn worker_count(settings: &Settings) -> usize {
     match settings.server.workers {
@@ -161,6 +166,7 @@ pub async fn run(
     .workers(workers)
     .max_connections(settings.limits.max_connections + ACCEPT_MARGIN)
     .backlog(4096)
+    .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
     .disable_signals()
     .shutdown_timeout(1)
     .listen(listener)
