@@ -24,8 +24,9 @@ use crate::payload::Payload;
 
 /// How long a closing session may take to flush its queue and close frame to a slow client.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
-/// How long the writer tries to deliver a close frame after its queue was dropped.
-const ABORT_CLOSE_DEADLINE: Duration = Duration::from_millis(500);
+/// How long the writer keeps trying to hand a close frame to a stuck socket after its queue was
+/// dropped; if the client reads again in that time it sees the 4009, else the socket is dropped.
+const ABORT_CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Per-session limits, shared by every session of the node.
 #[derive(Clone, Debug)]
