@@ -174,6 +174,7 @@ async fn spans_are_exported_with_the_payload_traceparent_as_parent() {
     let endpoint = format!("http://127.0.0.1:{}", receiver.port);
     let mut server = Server::start(
         TestSettings::new()
+            .drain_timeout_s(2)
             .env("WS__TELEMETRY__OTLP_ENDPOINT", endpoint)
             .env("OTEL_BSP_SCHEDULE_DELAY", "100"),
     )
@@ -188,6 +189,7 @@ async fn spans_are_exported_with_the_payload_traceparent_as_parent() {
     });
     server.publish_api(&["traced"], payload.clone()).await;
     assert_eq!(client.recv_text(DEADLINE).await, payload.to_string());
+    client.close().await;
     server.sigterm();
     assert!(server.wait_exit(DEADLINE * 2).await.success());
 

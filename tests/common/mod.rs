@@ -887,11 +887,34 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Ends the process the way an operator's double Ctrl-C does (the second signal exits at
+    /// once), so that it exits normally (and an instrumented build writes its coverage); kills it
+    /// if it is still there after a short grace.
+    fn stop_quickly(&mut self) {
+        for _ in 0..2 {
+            let _ = Command::new("kill")
+                .arg("-INT")
+                .arg(self.pid().to_string())
+                .status();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(2) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if self.exit.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.stop_quickly();
         }
         if std::thread::panicking() {
             eprintln!(
