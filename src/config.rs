@@ -222,6 +222,8 @@ pub struct TelemetrySettings {
     pub otlp_endpoint: String,
     /// Log line format.
     pub log_format: LogFormat,
+    /// Whether the `websocket.connect` span carries a hash of the user id or nothing of it.
+    pub trace_user_id: TraceUserId,
 }
 
 impl Default for TelemetrySettings {
@@ -230,6 +232,31 @@ impl Default for TelemetrySettings {
             service_name: "websocket-service".into(),
             otlp_endpoint: String::new(),
             log_format: LogFormat::Json,
+            trace_user_id: TraceUserId::Hash,
+        }
+    }
+}
+
+/// What spans record of the user: `"hash"` (a stable 64-bit hash, to correlate a user's
+/// connections) or `"omit"` (nothing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum TraceUserId {
+    /// A hash of the user id.
+    #[default]
+    Hash,
+    /// Nothing.
+    Omit,
+}
+
+impl TryFrom<String> for TraceUserId {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.to_ascii_lowercase().as_str() {
+            "hash" => Ok(Self::Hash),
+            "omit" => Ok(Self::Omit),
+            _ => Err(format!("expected \"hash\" or \"omit\", got {value:?}")),
         }
     }
 }
@@ -867,6 +894,14 @@ mod tests {
             "untouched key keeps its default"
         );
         assert_eq!(settings.telemetry.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn trace_user_id_is_hash_or_omit() {
+        let settings = load("[telemetry]\ntrace_user_id = \"omit\"\n", &[]).unwrap();
+        assert_eq!(settings.telemetry.trace_user_id, TraceUserId::Omit);
+        assert_eq!(TelemetrySettings::default().trace_user_id, TraceUserId::Hash);
+        assert!(load("[telemetry]\ntrace_user_id = \"plain\"\n", &[]).is_err());
     }
 
     #[test]

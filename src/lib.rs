@@ -46,7 +46,7 @@ use ws_actors::trace::ForwardTracer;
 use ws_actors::{Broker, ConnectionLimiter, DrainCoordinator, DrainState, SessionConfig};
 
 use crate::auth::TokenValidator;
-use crate::config::Settings;
+use crate::config::{Settings, TraceUserId};
 use crate::http_spans::RedactingRootSpan;
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -151,6 +151,7 @@ pub async fn run(
         allowed_origins: settings.server.allowed_origins.clone(),
         max_frame_bytes: settings.server.max_frame_bytes,
         publish_api_key: Some(settings.api.publish_api_key.clone()).filter(|k| !k.is_empty()),
+        trace_user_hash: settings.telemetry.trace_user_id == TraceUserId::Hash,
     });
     let http_metrics = web::Data::new(metrics.http.clone());
     let ws_path = settings.server.ws_path.clone();

@@ -28,4 +28,6 @@ pub struct AppState {
     pub max_frame_bytes: usize,
     /// The publish API key; `None` disables the endpoint.
     pub publish_api_key: Option<String>,
+    /// Record a hash of the user id on connect spans.
+    pub trace_user_hash: bool,
 }

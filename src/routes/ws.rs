@@ -160,7 +160,9 @@ fn connect(
             return refuse(req, body, protocols, close);
         }
     };
-    tracing::Span::current().record("user.hash", user_hash(&verified.user_id));
+    if state.trace_user_hash {
+        tracing::Span::current().record("user.hash", user_hash(&verified.user_id));
+    }
     let Some(permit) = state.limiter.try_acquire() else {
         outcome(state, "quota_global");
         let close = CloseReason::new(CloseCode::TryAgainLater, "server full", cid.as_str());
