@@ -900,7 +900,10 @@ mod tests {
     fn trace_user_id_is_hash_or_omit() {
         let settings = load("[telemetry]\ntrace_user_id = \"omit\"\n", &[]).unwrap();
         assert_eq!(settings.telemetry.trace_user_id, TraceUserId::Omit);
-        assert_eq!(TelemetrySettings::default().trace_user_id, TraceUserId::Hash);
+        assert_eq!(
+            TelemetrySettings::default().trace_user_id,
+            TraceUserId::Hash
+        );
         assert!(load("[telemetry]\ntrace_user_id = \"plain\"\n", &[]).is_err());
     }
 
