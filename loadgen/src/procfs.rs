@@ -51,6 +51,8 @@ pub struct CpuSnap {
     threads: std::collections::BTreeMap<u64, (String, u64)>,
     system: Vec<u64>,
     cores: usize,
+    /// Names with a process that could not be read (exited): left out of the usage.
+    missing: Vec<String>,
 }
 
 impl CpuSnap {
@@ -62,7 +64,10 @@ impl CpuSnap {
             ..CpuSnap::default()
         };
         for (name, pid) in procs {
-            let ticks = stat_ticks(&pid.to_string()).unwrap_or(0);
+            let Some(ticks) = stat_ticks(&pid.to_string()) else {
+                snap.missing.push((*name).to_owned());
+                continue;
+            };
             match snap.procs.iter_mut().find(|(n, _)| n == name) {
                 Some(entry) => entry.1 += ticks,
                 None => snap.procs.push(((*name).to_owned(), ticks)),
@@ -108,7 +113,8 @@ impl CpuSnap {
 pub struct CpuUsage {
     /// Length of the window, seconds.
     pub seconds: f64,
-    /// Per process (by name), % of one core.
+    /// Per process (by name), % of one core (a process that exited before the end of the
+    /// window is left out).
     pub processes: std::collections::BTreeMap<String, f64>,
     /// The server's busiest threads, `(name, % of one core)`.
     pub server_threads: Vec<(String, f64)>,
@@ -136,7 +142,7 @@ impl CpuUsage {
             return usage;
         }
         let pct = |ticks: u64| ((ticks as f64 / CLK_TCK / seconds) * 1000.0).round() / 10.0;
-        for (name, end) in &b.procs {
+        for (name, end) in b.procs.iter().filter(|(n, _)| !b.missing.contains(n)) {
             let start = a.procs.iter().find(|(n, _)| n == name).map_or(0, |p| p.1);
             usage
                 .processes

@@ -45,7 +45,7 @@ pub async fn connect(
         .with_context(|| format!("connecting to {target}"))?;
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: bG9hZGdlbi1zdHVjay1rZXk=\r\nSec-WebSocket-Version: 13\r\n\r\n",
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         url.target_with_token(token),
         url.authority
     );

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::hist::{self, Percentiles};
-use crate::procfs;
+use crate::procfs::{self, CpuSnap, CpuUsage};
 use crate::publisher::{self, Channels};
 use crate::rawws::{self, FrameScan};
 use crate::svg;
@@ -30,12 +30,15 @@ loadgen stuck-reader [OPTIONS]   flood a user whose socket never reads; watch RS
   --url URL            ws://host:port/path (required)
   --secret S           HS256 secret (default: $LOADGEN_SECRET)
   --redis URL          redis://host:port (required)
-  --server-pid PID     server process, for VmRSS (required)
+  --server-pid PID     server process, for VmRSS and CPU (required)
+  --redis-pid PID      also account the CPU time of redis-server
   --flood N            messages published to the stuck user (200000)
   --payload BYTES      flood payload size (1024)
   --pipeline N         PUBLISHes per pipeline (512)
   --live-rate N        messages/s to the live user during the flood and the settle (200)
   --settle-s N         watch RSS this long after the flood (10)
+  --read-after-s N     the stuck client reads again N s after the flood ends (1)
+  --rounds N           repeat (new stuck socket, flood, settle) N times: leak or reuse? (2)
   --rcvbuf BYTES       receive buffer of the stuck socket (4096)
   --user-prefix P      users P-0 (stuck) and P-1 (live) (lgstuck)
   --channel-prefix P   (ws:)
@@ -47,11 +50,14 @@ const VALUED: &[&str] = &[
     "secret",
     "redis",
     "server-pid",
+    "redis-pid",
     "flood",
     "payload",
     "pipeline",
     "live-rate",
     "settle-s",
+    "read-after-s",
+    "rounds",
     "rcvbuf",
     "user-prefix",
     "channel-prefix",
@@ -74,10 +80,8 @@ pub struct StuckReport {
     pub config: BTreeMap<String, serde_json::Value>,
     /// Server memory.
     pub rss: RssSummary,
-    /// The flood.
-    pub flood: FloodSummary,
-    /// What the stuck client found when it finally read.
-    pub stuck_socket: FrameScan,
+    /// Each round: a fresh stuck socket, a flood, a settle.
+    pub rounds: Vec<RoundSummary>,
     /// Counters from the server's /metrics (after minus before).
     pub server_metrics: BTreeMap<String, f64>,
     /// The live user.
@@ -103,6 +107,28 @@ pub struct RssSummary {
     pub after_over_baseline_kb: i64,
     /// `after <= baseline + max(10 % of baseline, 2048 KiB)`.
     pub back_near_baseline: bool,
+    /// RSS at the end of each round's settle: flat from round to round means memory is reused
+    /// (allocator caches, buffer capacity), growing means it leaks.
+    pub after_each_round_kb: Vec<u64>,
+}
+
+/// One round.
+#[derive(Debug, Default, Serialize)]
+pub struct RoundSummary {
+    /// 1-based.
+    pub round: usize,
+    /// Before the flood, KiB.
+    pub rss_before_kb: u64,
+    /// Largest sample from the flood to the end of the settle, KiB.
+    pub rss_peak_kb: u64,
+    /// At the end of the settle, KiB.
+    pub rss_after_kb: u64,
+    /// The flood.
+    pub flood: FloodSummary,
+    /// What the stuck client found when it read again (`--read-after-s` after the flood).
+    pub stuck_socket: FrameScan,
+    /// CPU from the flood's start to the end of the settle, % of one core.
+    pub cpu: CpuUsage,
 }
 
 /// The flood.
@@ -168,11 +194,14 @@ struct Config {
     secret: String,
     redis: String,
     pid: u32,
+    redis_pid: Option<u32>,
     flood: u64,
     payload: usize,
     pipeline: u64,
     live_rate: u64,
     settle_s: f64,
+    read_after_s: f64,
+    rounds: usize,
     rcvbuf: u32,
     user_prefix: String,
     channel_prefix: String,
@@ -202,11 +231,14 @@ impl Config {
             pid: f
                 .opt("server-pid")?
                 .ok_or_else(|| anyhow!("--server-pid is required"))?,
+            redis_pid: f.opt("redis-pid")?,
             flood: f.num("flood", 200_000)?,
             payload: f.num("payload", 1024)?,
             pipeline: f.num::<u64>("pipeline", 512)?.max(1),
             live_rate: f.num::<u64>("live-rate", 200)?.max(1),
             settle_s: f.num("settle-s", 10.0)?,
+            read_after_s: f.num("read-after-s", 1.0)?,
+            rounds: f.num::<usize>("rounds", 2)?.clamp(1, 10),
             rcvbuf: f.num("rcvbuf", 4096)?,
             user_prefix: f.str("user-prefix").unwrap_or("lgstuck").to_owned(),
             channel_prefix: f.str("channel-prefix").unwrap_or("ws:").to_owned(),
@@ -308,30 +340,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         });
     }
 
-    // The stuck socket: upgrade, then never read.
-    let stuck_token = minter.mint(&format!("{}-{stuck_user}", cfg.user_prefix))?;
-    let stuck = rawws::connect(target, &cfg.url, &stuck_token, cfg.rcvbuf).await?;
-    events.push(("connected".into(), at()));
-
-    // Both channels subscribed (a probe that reaches nobody is retried).
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut pending = vec![(stuck_user, 0u64), (live_user, 0u64)];
-    while !pending.is_empty() {
-        if Instant::now() > deadline {
-            bail!("the server never subscribed the test users' channels");
-        }
-        let missed = publisher::publish_each(&mut conn, &channels, &pending, 64).await?;
-        pending.retain(|(u, _)| missed.contains(u));
-        if !pending.is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let baseline = procfs::rss_kb(cfg.pid).ok_or_else(|| anyhow!("no process {}", cfg.pid))?;
-    eprintln!(
-        "[{:6.1}s] both sockets open; server RSS baseline {baseline} KiB",
-        at()
-    );
+    // The live user's channel subscribed (a probe that reaches nobody is retried).
+    wait_subscribed(&mut conn, &channels, live_user).await?;
 
     // RSS sampler.
     let rss: Rc<RefCell<Vec<(f64, u64)>>> = Rc::default();
@@ -380,106 +390,155 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             }
         })
     };
-    tokio::time::sleep(Duration::from_secs(1)).await;
 
-    // Flood.
-    events.push(("flood".into(), at()));
-    let flood_start = Instant::now();
-    let flood_start_s = at();
+    let stuck_token = minter.mint(&format!("{}-{stuck_user}", cfg.user_prefix))?;
     let channel = channels.of(stuck_user);
-    let mut flood = FloodSummary {
-        payload_bytes: cfg.payload,
-        ..FloodSummary::default()
-    };
+    let mut watched = vec![("server", cfg.pid), ("loadgen", std::process::id())];
+    if let Some(pid) = cfg.redis_pid {
+        watched.push(("redis", pid));
+    }
+    let mut rounds = Vec::new();
+    let mut flood_windows = Vec::new();
     let mut flood_bins: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut body = Vec::with_capacity(cfg.payload + 32);
-    let mut last_report = Instant::now();
-    while flood.messages < cfg.flood {
-        let n = cfg.pipeline.min(cfg.flood - flood.messages);
-        let mut pipe = redis::pipe();
-        let ts = now_us();
-        for i in 0..n {
-            crate::payload::build(flood.messages + i + 1, ts, cfg.payload, &mut body);
-            pipe.cmd("PUBLISH").arg(&channel).arg(&body[..]);
+    let mut baseline = 0;
+    for round in 1..=cfg.rounds {
+        // The stuck socket: upgrade, then read nothing.
+        let stuck = rawws::connect(target, &cfg.url, &stuck_token, cfg.rcvbuf).await?;
+        wait_subscribed(&mut conn, &channels, stuck_user).await?;
+        events.push((format!("round {round}: stuck socket open"), at()));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss_before =
+            procfs::rss_kb(cfg.pid).ok_or_else(|| anyhow!("no process {}", cfg.pid))?;
+        if round == 1 {
+            baseline = rss_before;
         }
-        let replies: Vec<i64> = pipe
-            .query_async(&mut conn)
-            .await
-            .context("flood PUBLISH pipeline")?;
-        for r in replies {
-            if r > 0 {
-                flood.reached_server += 1;
-            } else {
-                flood.to_nobody += 1;
-                if flood.unsubscribed_after_s.is_none() {
-                    flood.unsubscribed_after_s = Some(flood_start.elapsed().as_secs_f64());
-                    events.push(("unsubscribed".into(), at()));
+        eprintln!(
+            "[{:6.1}s] round {round}: both sockets open; server RSS {rss_before} KiB",
+            at()
+        );
+
+        // Flood.
+        let cpu_start = CpuSnap::take(&watched, Some(cfg.pid));
+        events.push((format!("round {round}: flood"), at()));
+        let flood_start = Instant::now();
+        let flood_start_s = at();
+        let mut flood = FloodSummary {
+            payload_bytes: cfg.payload,
+            ..FloodSummary::default()
+        };
+        let mut body = Vec::with_capacity(cfg.payload + 32);
+        let mut last_report = Instant::now();
+        while flood.messages < cfg.flood {
+            let n = cfg.pipeline.min(cfg.flood - flood.messages);
+            let mut pipe = redis::pipe();
+            let ts = now_us();
+            for i in 0..n {
+                crate::payload::build(flood.messages + i + 1, ts, cfg.payload, &mut body);
+                pipe.cmd("PUBLISH").arg(&channel).arg(&body[..]);
+            }
+            let replies: Vec<i64> = pipe
+                .query_async(&mut conn)
+                .await
+                .context("flood PUBLISH pipeline")?;
+            for r in replies {
+                if r > 0 {
+                    flood.reached_server += 1;
+                } else {
+                    flood.to_nobody += 1;
+                    if flood.unsubscribed_after_s.is_none() {
+                        flood.unsubscribed_after_s = Some(flood_start.elapsed().as_secs_f64());
+                        events.push((format!("round {round}: unsubscribed"), at()));
+                    }
                 }
             }
+            flood.messages += n;
+            *flood_bins
+                .entry((epoch.elapsed().as_micros() / BIN.as_micros()) as u64)
+                .or_default() += n;
+            if last_report.elapsed() >= Duration::from_secs(1) {
+                last_report = Instant::now();
+                eprintln!(
+                    "[{:6.1}s] flood {} / {} published, {} reached the server | server RSS {} KiB | live received {}",
+                    at(),
+                    flood.messages,
+                    cfg.flood,
+                    flood.reached_server,
+                    procfs::rss_kb(cfg.pid).unwrap_or(0),
+                    live.borrow().received.len()
+                );
+            }
         }
-        flood.messages += n;
-        *flood_bins
-            .entry((epoch.elapsed().as_micros() / BIN.as_micros()) as u64)
-            .or_default() += n;
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            last_report = Instant::now();
+        flood.seconds = flood_start.elapsed().as_secs_f64();
+        flood.per_s = flood.messages as f64 / flood.seconds;
+        let flood_end_s = at();
+        flood_windows.push((flood_start_s, flood_end_s));
+        events.push((format!("round {round}: flood end"), flood_end_s));
+        eprintln!(
+            "[{:6.1}s] round {round}: flood done, {} in {:.2}s; the stuck client reads again in {} s; settling {} s",
+            at(),
+            flood.messages,
+            flood.seconds,
+            cfg.read_after_s,
+            cfg.settle_s
+        );
+
+        // The stuck client starts reading `read_after_s` after the flood: does a close frame
+        // come, and with which code?
+        let read_after = Duration::from_secs_f64(cfg.read_after_s);
+        let reader = tokio::task::spawn_local(async move {
+            tokio::time::sleep(read_after).await;
+            rawws::read_all(stuck, Duration::from_secs(8), Duration::from_secs(30)).await
+        });
+
+        // Settle, watching RSS.
+        let settle = Instant::now();
+        while settle.elapsed().as_secs_f64() < cfg.settle_s {
+            tokio::time::sleep(Duration::from_secs(1)).await;
             eprintln!(
-                "[{:6.1}s] flood {} / {} published, {} reached the server | server RSS {} KiB | live received {}",
+                "[{:6.1}s] settle: server RSS {} KiB | live received {}",
                 at(),
-                flood.messages,
-                cfg.flood,
-                flood.reached_server,
                 procfs::rss_kb(cfg.pid).unwrap_or(0),
                 live.borrow().received.len()
             );
         }
+        let rss_after =
+            procfs::rss_kb(cfg.pid).ok_or_else(|| anyhow!("server {} is gone", cfg.pid))?;
+        let cpu = CpuUsage::between(&cpu_start, &CpuSnap::take(&watched, Some(cfg.pid)));
+        let stuck_socket = reader
+            .await
+            .map_err(|e| anyhow!("stuck reader task: {e}"))?;
+        events.push((format!("round {round}: settled"), at()));
+        let rss_peak = rss
+            .borrow()
+            .iter()
+            .filter(|(t, _)| *t >= flood_start_s)
+            .map(|s| s.1)
+            .max()
+            .unwrap_or(rss_after);
+        rounds.push(RoundSummary {
+            round,
+            rss_before_kb: rss_before,
+            rss_peak_kb: rss_peak.max(rss_after),
+            rss_after_kb: rss_after,
+            flood,
+            stuck_socket,
+            cpu,
+        });
     }
-    flood.seconds = flood_start.elapsed().as_secs_f64();
-    flood.per_s = flood.messages as f64 / flood.seconds;
-    let flood_end_s = at();
-    events.push(("flood end".into(), flood_end_s));
-    eprintln!(
-        "[{:6.1}s] flood done: {} in {:.2}s; settling {} s",
-        at(),
-        flood.messages,
-        flood.seconds,
-        cfg.settle_s
-    );
-
-    // Settle, then stop the live publisher and let the last live messages arrive.
-    let settle = Instant::now();
-    while settle.elapsed().as_secs_f64() < cfg.settle_s {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        eprintln!(
-            "[{:6.1}s] settle: server RSS {} KiB | live received {}",
-            at(),
-            procfs::rss_kb(cfg.pid).unwrap_or(0),
-            live.borrow().received.len()
-        );
-    }
-    let after = procfs::rss_kb(cfg.pid).ok_or_else(|| anyhow!("server {} is gone", cfg.pid))?;
     live_pub.abort();
     sampler.abort();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    events.push(("settled".into(), at()));
-
-    // Now read the stuck socket.
-    let scan = rawws::read_all(stuck, Duration::from_secs(2), Duration::from_secs(20)).await;
     let metrics_after = rawws::http_get(target, &cfg.url.authority, &cfg.metrics_path)
         .await
         .context("scraping the server's metrics")?;
 
     // Report.
     let samples = rss.borrow().clone();
-    let peak = samples
-        .iter()
-        .map(|s| s.1)
-        .max()
-        .unwrap_or(after)
-        .max(after);
+    let after = rounds.last().map_or(baseline, |r| r.rss_after_kb);
+    let peak = rounds.iter().map(|r| r.rss_peak_kb).max().unwrap_or(after);
     let published = live_published.borrow().clone();
     let live = live.borrow();
-    let in_flood = |t: f64| t >= flood_start_s && t <= flood_end_s;
+    let in_flood = |t: f64| flood_windows.iter().any(|(a, b)| t >= *a && t <= *b);
     let flood_seqs: std::collections::HashSet<u64> = published
         .iter()
         .filter(|(_, t)| in_flood(*t))
@@ -504,6 +563,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             ("pipeline", json!(cfg.pipeline)),
             ("live_rate", json!(cfg.live_rate)),
             ("settle_s", json!(cfg.settle_s)),
+            ("read_after_s", json!(cfg.read_after_s)),
+            ("rounds", json!(cfg.rounds)),
             ("rcvbuf", json!(cfg.rcvbuf)),
         ]
         .into_iter()
@@ -516,9 +577,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             peak_over_baseline_kb: peak as i64 - baseline as i64,
             after_over_baseline_kb: after as i64 - baseline as i64,
             back_near_baseline: after <= baseline + (baseline / 10).max(2048),
+            after_each_round_kb: rounds.iter().map(|r| r.rss_after_kb).collect(),
         },
-        flood,
-        stuck_socket: scan,
+        rounds,
         live: LiveSummary {
             published: published.len() as u64,
             received: seen.len() as u64,
@@ -584,31 +645,64 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Publishes a probe (seq 0) to `user` until the server holds its channel.
+async fn wait_subscribed(
+    conn: &mut redis::aio::MultiplexedConnection,
+    channels: &Channels,
+    user: u64,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let missed = publisher::publish_each(conn, channels, &[(user, 0)], 64).await?;
+        if missed.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the server never subscribed the channel of user {user}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn summary(r: &StuckReport) -> String {
-    format!(
-        "== {} ==\nserver RSS: baseline {} KiB, peak {} KiB (+{}), after settle {} KiB (+{}), back near baseline: {}\n\
-         flood: {} x {} B in {:.2}s = {:.0}/s; {} reached the server, {} reached nobody (unsubscribed after {:?} s)\n\
-         stuck socket read later: {} bytes, {} text frames, close code {:?}, ended by {}\n\
-         server metrics (delta): {:?}\n\
-         live user: {} published, {} received; during flood {} / {}, latency p50 {:.3} ms p99 {:.3} ms max {:.3} ms; closed {:?}\n",
+    let mut s = format!(
+        "== {} ==\nserver RSS: baseline {} KiB, peak {} KiB (+{}), after the last settle {} KiB (+{}), after each round {:?}, back near baseline: {}\n",
         r.label,
         r.rss.baseline_kb,
         r.rss.peak_kb,
         r.rss.peak_over_baseline_kb,
         r.rss.after_kb,
         r.rss.after_over_baseline_kb,
+        r.rss.after_each_round_kb,
         r.rss.back_near_baseline,
-        r.flood.messages,
-        r.flood.payload_bytes,
-        r.flood.seconds,
-        r.flood.per_s,
-        r.flood.reached_server,
-        r.flood.to_nobody,
-        r.flood.unsubscribed_after_s,
-        r.stuck_socket.bytes,
-        r.stuck_socket.text_frames,
-        r.stuck_socket.close_code,
-        r.stuck_socket.end,
+    );
+    for round in &r.rounds {
+        let (f, k) = (&round.flood, &round.stuck_socket);
+        s += &format!(
+            "round {}: flood {} x {} B in {:.2}s = {:.0}/s; {} reached the server, {} nobody (unsubscribed after {:?} s); RSS {} -> peak {} -> {} KiB; stuck client read {} bytes, {} text frames, close code {:?}, ended by {}\n",
+            round.round,
+            f.messages,
+            f.payload_bytes,
+            f.seconds,
+            f.per_s,
+            f.reached_server,
+            f.to_nobody,
+            f.unsubscribed_after_s,
+            round.rss_before_kb,
+            round.rss_peak_kb,
+            round.rss_after_kb,
+            k.bytes,
+            k.text_frames,
+            k.close_code,
+            k.end,
+        );
+        s += &format!(
+            "  cpu (% of one core): {:?}, other processes ~{:.0}\n",
+            round.cpu.processes, round.cpu.other_processes
+        );
+    }
+    s += &format!(
+        "server metrics (delta): {:?}\nlive user: {} published, {} received; during the floods {} / {}, latency p50 {:.3} ms p99 {:.3} ms max {:.3} ms; closed {:?}\n",
         r.server_metrics,
         r.live.published,
         r.live.received,
@@ -618,7 +712,8 @@ fn summary(r: &StuckReport) -> String {
         r.live.latency_during_flood.p99_ms,
         r.live.latency_during_flood.max_ms,
         r.live.closed,
-    )
+    );
+    s
 }
 
 fn plot(r: &StuckReport) -> String {
@@ -650,9 +745,11 @@ fn plot(r: &StuckReport) -> String {
             series: vec![line("each message", &r.series.live_latency_ms)],
         },
     ];
+    // Only the flood starts: the other events are too close together to label.
     let markers: Vec<svg::Marker> = r
         .events
         .iter()
+        .filter(|(label, _)| label.ends_with(": flood"))
         .map(|(label, x)| svg::Marker {
             x: *x,
             label: label.clone(),

@@ -15,9 +15,13 @@ pub const USAGE: &str = "\
 loadgen report --dir DIR [--notes FILE.md] [--commit TEXT]
   Markdown summary of the scenario reports in DIR (idle-18k.json, unicast-flat.json, …) on stdout";
 
-/// Looks up a dotted path (`a.b.c`) in a JSON value.
+/// Looks up a dotted path (`a.b.c`, `rounds.0.flood`) in a JSON value.
 fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(v, |v, key| v.get(key))
+    path.split('.')
+        .try_fold(v, |v, key| match (v, key.parse::<usize>()) {
+            (Value::Array(a), Ok(i)) => a.get(i),
+            _ => v.get(key),
+        })
 }
 
 fn num(v: &Value, path: &str) -> Option<f64> {
@@ -292,7 +296,10 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         }
     }
     if let Some(v) = &stuck {
-        let closed = num(v, "server_metrics.closed_4009").map(|n| n >= 1.0);
+        let rounds = at(v, "rounds")
+            .and_then(Value::as_array)
+            .map_or(0.0, |a| a.len() as f64);
+        let closed = num(v, "server_metrics.closed_4009").map(|n| n >= rounds && rounds > 0.0);
         let back = at(v, "rss.back_near_baseline").and_then(Value::as_bool);
         let live_ok = match (
             num(v, "live.received_during_flood"),
@@ -305,8 +312,11 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             "5 stuck reader",
             "closed 4009; RSS back near baseline; other user served",
             format!(
-                "4009 closes {}; RSS {} → peak {} → {} MiB; live user got {} of {} during the flood (p99 {} ms)",
+                "4009 closes {} in {} rounds (client saw {}); RSS {} → peak {} → {} MiB; live user got {} of {} during the floods (p99 {} ms)",
                 fmt(num(v, "server_metrics.closed_4009"), 0),
+                fmt(Some(rounds), 0),
+                at(v, "rounds.0.stuck_socket.close_code")
+                    .map_or_else(|| "n/a".to_owned(), Value::to_string),
                 fmt(num(v, "rss.baseline_kb").map(|k| k / 1024.0), 1),
                 fmt(num(v, "rss.peak_kb").map(|k| k / 1024.0), 1),
                 fmt(num(v, "rss.after_kb").map(|k| k / 1024.0), 1),
@@ -436,38 +446,58 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         let _ = writeln!(md, "### {label}\n");
         let _ = writeln!(
             md,
-            "- Server RSS: baseline {} KiB, peak {} KiB (+{}), {} s after the flood {} KiB (+{}); back near baseline (≤ +10 % or +2 MiB): {}.",
+            "- Server RSS: baseline {} KiB, peak {} KiB (+{}), {} s after the last flood {} KiB (+{}); after each round {}; back near baseline (≤ +10 % or +2 MiB): {}.",
             fmt(num(v, "rss.baseline_kb"), 0),
             fmt(num(v, "rss.peak_kb"), 0),
             fmt(num(v, "rss.peak_over_baseline_kb"), 0),
             fmt(num(v, "config.settle_s"), 0),
             fmt(num(v, "rss.after_kb"), 0),
             fmt(num(v, "rss.after_over_baseline_kb"), 0),
+            at(v, "rss.after_each_round_kb").map_or_else(String::new, Value::to_string),
             at(v, "rss.back_near_baseline").map_or_else(String::new, Value::to_string),
         );
+        let rounds = at(v, "rounds")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for r in &rounds {
+            let _ = writeln!(
+                md,
+                "- Round {}: flood {} × {} B in {} s = {} /s; {} reached the server's subscription, {} reached nobody (the server unsubscribed the user {} s into the flood). RSS {} → peak {} → {} KiB. The stuck client, reading again {} s after the flood: {} bytes, {} text frames, close code {}, ended by {}.",
+                fmt(num(r, "round"), 0),
+                fmt(num(r, "flood.messages"), 0),
+                fmt(num(r, "flood.payload_bytes"), 0),
+                fmt(num(r, "flood.seconds"), 2),
+                fmt(num(r, "flood.per_s"), 0),
+                fmt(num(r, "flood.reached_server"), 0),
+                fmt(num(r, "flood.to_nobody"), 0),
+                fmt(num(r, "flood.unsubscribed_after_s"), 3),
+                fmt(num(r, "rss_before_kb"), 0),
+                fmt(num(r, "rss_peak_kb"), 0),
+                fmt(num(r, "rss_after_kb"), 0),
+                fmt(num(v, "config.read_after_s"), 1),
+                fmt(num(r, "stuck_socket.bytes"), 0),
+                fmt(num(r, "stuck_socket.text_frames"), 0),
+                at(r, "stuck_socket.close_code").map_or_else(String::new, Value::to_string),
+                at(r, "stuck_socket.end").and_then(Value::as_str).unwrap_or("?"),
+            );
+            let _ = writeln!(
+                md,
+                "  CPU from the flood to the end of the settle (% of one core): server {}, loadgen {}, redis {}, other processes ~{}.",
+                fmt(num(r, "cpu.processes.server"), 0),
+                fmt(num(r, "cpu.processes.loadgen"), 0),
+                fmt(num(r, "cpu.processes.redis"), 0),
+                fmt(num(r, "cpu.other_processes"), 0),
+            );
+        }
         let _ = writeln!(
             md,
-            "- Flood: {} × {} B in {} s = {} /s; {} reached the server's subscription, {} reached nobody (the server unsubscribed the user {} s into the flood).",
-            fmt(num(v, "flood.messages"), 0),
-            fmt(num(v, "flood.payload_bytes"), 0),
-            fmt(num(v, "flood.seconds"), 2),
-            fmt(num(v, "flood.per_s"), 0),
-            fmt(num(v, "flood.reached_server"), 0),
-            fmt(num(v, "flood.to_nobody"), 0),
-            fmt(num(v, "flood.unsubscribed_after_s"), 3),
-        );
-        let _ = writeln!(
-            md,
-            "- Stuck socket, read afterwards: {} bytes, {} text frames, close code {}, ended by {}. Server metrics during the run: {}.",
-            fmt(num(v, "stuck_socket.bytes"), 0),
-            fmt(num(v, "stuck_socket.text_frames"), 0),
-            at(v, "stuck_socket.close_code").map_or_else(String::new, Value::to_string),
-            at(v, "stuck_socket.end").and_then(Value::as_str).unwrap_or("?"),
+            "- Server metrics over the run (after − before): {}.",
             at(v, "server_metrics").map_or_else(String::new, Value::to_string),
         );
         let _ = writeln!(
             md,
-            "- Live user: {} of {} messages published during the flood received (p50 {} ms, p99 {} ms, max {} ms); {} of {} over the whole run; closed: {}.",
+            "- Live user: {} of {} messages published during the floods received (p50 {} ms, p99 {} ms, max {} ms); {} of {} over the whole run; closed: {}.",
             fmt(num(v, "live.received_during_flood"), 0),
             fmt(num(v, "live.published_during_flood"), 0),
             fmt(num(v, "live.latency_during_flood.p50_ms"), 2),

@@ -261,15 +261,24 @@ pub fn render(title: &str, panels: &[Panel], markers: &[Marker]) -> String {
                     );
                 }
             } else if !pts.is_empty() {
-                let mut line = String::new();
-                for (x, v) in &pts {
-                    let _ = write!(line, "{:.1},{:.1} ", sx(*x), sy(*v));
+                // A gap much wider than the series' usual step is a pause (no data): the line
+                // breaks there instead of drawing a slope across it.
+                let step = pts
+                    .windows(2)
+                    .map(|w| w[1].0 - w[0].0)
+                    .filter(|d| *d > 0.0)
+                    .fold(f64::INFINITY, f64::min);
+                for run in pts.chunk_by(|a, b| b.0 - a.0 <= 3.0 * step) {
+                    let mut line = String::new();
+                    for (x, v) in run {
+                        let _ = write!(line, "{:.1},{:.1} ", sx(*x), sy(*v));
+                    }
+                    let _ = writeln!(
+                        out,
+                        r#"<polyline fill="none" stroke="{color}" stroke-width="1.6" points="{}"/>"#,
+                        line.trim_end()
+                    );
                 }
-                let _ = writeln!(
-                    out,
-                    r#"<polyline fill="none" stroke="{color}" stroke-width="1.6" points="{}"/>"#,
-                    line.trim_end()
-                );
             }
             let ly = top + 14.0 + si as f64 * 18.0;
             let lx = LEFT + plot_w + 12.0;
