@@ -13,6 +13,7 @@
 //! - [`drain`] — the `DrainCoordinator` actor: readiness and graceful drain.
 //! - [`metrics`] — the Prometheus metrics the actors update.
 //! - [`trace`] — the forward-span hook and payload scans for `traceparent` and `ts`.
+//! - `ingest` (feature `kafka`) — the Kafka ingest: platform events become notifications.
 
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,8 @@ pub mod directory;
 pub mod drain;
 pub mod hub;
 pub mod ids;
+#[cfg(feature = "kafka")]
+pub mod ingest;
 pub mod limiter;
 pub mod metrics;
 pub mod payload;

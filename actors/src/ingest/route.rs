@@ -1,0 +1,360 @@
+//! Routes: which topics are consumed, which event types they carry, what notification each
+//! becomes and how its user is found. Configuration only: adding an event type is a settings
+//! change.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::envelope::Envelope;
+use crate::ids::UserId;
+
+/// One `[[kafka.routes]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// The Kafka topic.
+    pub topic: String,
+    /// The envelope `event_type` this route takes; `None`: any type on the topic.
+    pub event_type: Option<String>,
+    /// The notification's `event` name, e.g. `essay.slot.assigned`.
+    pub event: String,
+    /// The `data` fields forwarded; empty: all of `data`.
+    pub fields: Vec<String>,
+    /// How the user is found.
+    pub owner: OwnerSource,
+}
+
+/// How the user of an event is found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OwnerSource {
+    /// A JSON pointer into the envelope, e.g. `/metadata/user_id`.
+    Pointer(String),
+    /// A Redis key template, e.g. `batch_owner:{batch_id}`: `GET` gives the user id.
+    RedisKey(String),
+    /// An HTTP URL template, e.g. `http://batches/v1/batches/{batch_id}/owner`: `GET` answers
+    /// `{"user_id": …}` (404: no owner).
+    HttpUrl(String),
+}
+
+/// One piece of a key template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// Copied as is.
+    Literal(String),
+    /// The value of this `data` field.
+    Field(String),
+}
+
+/// Parses `prefix:{field}…` into parts. `{{` and `}}` stand for literal braces. A field name is
+/// one or more of `[A-Za-z0-9_.-]`.
+pub fn parse_template(template: &str) -> Result<Vec<Part>, String> {
+    let mut parts = Vec::new();
+    let mut literal = String::new();
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+                literal.push('{');
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+                literal.push('}');
+            }
+            '{' => {
+                let mut name = String::new();
+                loop {
+                    match chars.next() {
+                        Some('}') => break,
+                        Some(c) if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') => {
+                            name.push(c)
+                        }
+                        Some(c) => return Err(format!("unexpected {c:?} in a {{field}}")),
+                        None => return Err("unclosed {".into()),
+                    }
+                }
+                if name.is_empty() {
+                    return Err("empty {} (name a data field)".into());
+                }
+                if !literal.is_empty() {
+                    parts.push(Part::Literal(std::mem::take(&mut literal)));
+                }
+                parts.push(Part::Field(name));
+            }
+            '}' => return Err("unmatched } (write }} for a literal brace)".into()),
+            c => literal.push(c),
+        }
+    }
+    if !literal.is_empty() {
+        parts.push(Part::Literal(literal));
+    }
+    Ok(parts)
+}
+
+/// What the owner lookup is asked.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum LookupKey {
+    /// `GET key` in the owner Redis.
+    Redis(String),
+    /// `GET url`.
+    Http(String),
+}
+
+/// Where an event's user comes from.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// Found in the envelope.
+    Known(UserId),
+    /// To be looked up.
+    Lookup(LookupKey),
+    /// The event lacks what is needed: why.
+    Missing(String),
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub(crate) event: String,
+    pub(crate) fields: Vec<String>,
+    owner: CompiledOwner,
+}
+
+#[derive(Debug)]
+enum CompiledOwner {
+    Pointer(String),
+    Redis(Vec<Part>),
+    Http(Vec<Part>),
+}
+
+impl Route {
+    /// How this event's user is found.
+    pub(crate) fn owner(&self, envelope: &Envelope) -> Owner {
+        match &self.owner {
+            CompiledOwner::Pointer(pointer) => {
+                match envelope.raw.pointer(pointer).and_then(user_id) {
+                    Some(user) => Owner::Known(user),
+                    None => Owner::Missing(format!("no user id at {pointer}")),
+                }
+            }
+            CompiledOwner::Redis(parts) => match render(parts, envelope, |s| s.to_owned()) {
+                Ok(key) => Owner::Lookup(LookupKey::Redis(key)),
+                Err(why) => Owner::Missing(why),
+            },
+            CompiledOwner::Http(parts) => match render(parts, envelope, encode_component) {
+                Ok(url) => Owner::Lookup(LookupKey::Http(url)),
+                Err(why) => Owner::Missing(why),
+            },
+        }
+    }
+}
+
+/// A user id value: a non-empty string, or a number.
+pub(crate) fn user_id(value: &Value) -> Option<UserId> {
+    match value {
+        Value::String(s) if !s.trim().is_empty() => Some(UserId::new(s)),
+        Value::Number(n) => Some(UserId::new(&n.to_string())),
+        _ => None,
+    }
+}
+
+fn render(
+    parts: &[Part],
+    envelope: &Envelope,
+    encode: fn(&str) -> String,
+) -> Result<String, String> {
+    let data = envelope.data();
+    let mut out = String::new();
+    for part in parts {
+        match part {
+            Part::Literal(text) => out.push_str(text),
+            Part::Field(name) => match data.get(name) {
+                Some(Value::String(s)) if !s.is_empty() => out.push_str(&encode(s)),
+                Some(Value::Number(n)) => out.push_str(&n.to_string()),
+                _ => return Err(format!("data.{name} is missing or empty")),
+            },
+        }
+    }
+    Ok(out)
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters (a URL path segment or query
+/// value).
+fn encode_component(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The routes by topic.
+#[derive(Debug)]
+pub(crate) struct Routes {
+    by_topic: HashMap<String, Vec<(Option<String>, Route)>>,
+}
+
+impl Routes {
+    /// Compiles the routes (templates parsed, pointers checked).
+    pub(crate) fn new(configs: &[RouteConfig]) -> Result<Self, String> {
+        let mut by_topic: HashMap<String, Vec<(Option<String>, Route)>> = HashMap::new();
+        for (i, config) in configs.iter().enumerate() {
+            let key = |name: &str| format!("kafka.routes[{i}].{name}");
+            let owner = match &config.owner {
+                OwnerSource::Pointer(p) if p.starts_with('/') => CompiledOwner::Pointer(p.clone()),
+                OwnerSource::Pointer(p) => {
+                    return Err(format!(
+                        "{}: not a JSON pointer: {p:?}",
+                        key("user_pointer")
+                    ))
+                }
+                OwnerSource::RedisKey(t) => CompiledOwner::Redis(
+                    parse_template(t).map_err(|e| format!("{}: {e}", key("owner_redis_key")))?,
+                ),
+                OwnerSource::HttpUrl(t) => CompiledOwner::Http(
+                    parse_template(t).map_err(|e| format!("{}: {e}", key("owner_http_url")))?,
+                ),
+            };
+            let routes = by_topic.entry(config.topic.clone()).or_default();
+            if routes.iter().any(|(t, _)| *t == config.event_type) {
+                return Err(format!(
+                    "{}: a route for this topic and event type already exists",
+                    key("event_type")
+                ));
+            }
+            let route = Route {
+                event: config.event.clone(),
+                fields: config.fields.clone(),
+                owner,
+            };
+            routes.push((config.event_type.clone(), route));
+        }
+        Ok(Self { by_topic })
+    }
+
+    /// The topics to subscribe to, sorted.
+    pub(crate) fn topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.by_topic.keys().cloned().collect();
+        topics.sort();
+        topics
+    }
+
+    /// The route of an event: the one naming its type, else the topic's catch-all.
+    pub(crate) fn find(&self, topic: &str, event_type: &str) -> Option<&Route> {
+        let routes = self.by_topic.get(topic)?;
+        routes
+            .iter()
+            .find(|(t, _)| t.as_deref() == Some(event_type))
+            .or_else(|| routes.iter().find(|(t, _)| t.is_none()))
+            .map(|(_, route)| route)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn envelope(data: Value, metadata: Value) -> Envelope {
+        let value = json!({
+            "event_id": "0b6f6a1c-3d7e-4a53-9a63-2f1c1d5e8a01",
+            "event_type": "t.v1",
+            "event_timestamp": "2026-03-01T10:00:00Z",
+            "source_service": "s",
+            "correlation_id": "c",
+            "data": data,
+            "metadata": metadata,
+        });
+        Envelope::parse(value.to_string().as_bytes()).unwrap()
+    }
+
+    fn route(event_type: Option<&str>, owner: OwnerSource) -> RouteConfig {
+        RouteConfig {
+            topic: "topic".into(),
+            event_type: event_type.map(String::from),
+            event: "e".into(),
+            fields: vec![],
+            owner,
+        }
+    }
+
+    #[test]
+    fn templates_parse_fields_literals_and_escapes() {
+        assert_eq!(
+            parse_template("batch_owner:{batch_id}").unwrap(),
+            [
+                Part::Literal("batch_owner:".into()),
+                Part::Field("batch_id".into())
+            ]
+        );
+        assert_eq!(
+            parse_template("{{x}}{a}{b}").unwrap(),
+            [
+                Part::Literal("{x}".into()),
+                Part::Field("a".into()),
+                Part::Field("b".into())
+            ]
+        );
+        for bad in ["{", "a}", "{}", "{a b}"] {
+            assert!(parse_template(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn owners_come_from_pointers_and_templates() {
+        let event = envelope(
+            json!({"batch_id": "b 1/2", "n": 7}),
+            json!({"user_id": "u-1"}),
+        );
+        let routes = Routes::new(&[
+            route(
+                Some("t.v1"),
+                OwnerSource::Pointer("/metadata/user_id".into()),
+            ),
+            route(None, OwnerSource::RedisKey("owner:{batch_id}:{n}".into())),
+        ])
+        .unwrap();
+        let by_type = routes.find("topic", "t.v1").unwrap();
+        assert_eq!(by_type.owner(&event), Owner::Known(UserId::new("u-1")));
+        let catch_all = routes.find("topic", "other.v1").unwrap();
+        assert_eq!(
+            catch_all.owner(&event),
+            Owner::Lookup(LookupKey::Redis("owner:b 1/2:7".into()))
+        );
+        assert!(routes.find("elsewhere", "t.v1").is_none());
+
+        let http = Routes::new(&[route(
+            None,
+            OwnerSource::HttpUrl("http://h/b/{batch_id}".into()),
+        )])
+        .unwrap();
+        assert_eq!(
+            http.find("topic", "x").unwrap().owner(&event),
+            Owner::Lookup(LookupKey::Http("http://h/b/b%201%2F2".into()))
+        );
+        let missing = envelope(json!({}), json!({}));
+        assert!(matches!(
+            http.find("topic", "x").unwrap().owner(&missing),
+            Owner::Missing(_)
+        ));
+        assert!(matches!(by_type.owner(&missing), Owner::Missing(_)));
+    }
+
+    #[test]
+    fn only_one_route_per_topic_and_type() {
+        let pointer = OwnerSource::Pointer("/u".into());
+        assert!(
+            Routes::new(&[route(None, pointer.clone()), route(None, pointer.clone())]).is_err()
+        );
+        assert!(Routes::new(&[route(None, OwnerSource::Pointer("u".into()))]).is_err());
+        let routes =
+            Routes::new(&[route(Some("a"), pointer.clone()), route(None, pointer)]).unwrap();
+        assert_eq!(routes.topics(), ["topic"]);
+        let strict = Routes::new(&[route(Some("a"), OwnerSource::Pointer("/u".into()))]).unwrap();
+        assert!(strict.find("topic", "b").is_none(), "unknown event type");
+    }
+}
