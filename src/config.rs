@@ -50,6 +50,9 @@ pub struct Settings {
     pub api: ApiSettings,
     /// `[telemetry]`: logs and traces.
     pub telemetry: TelemetrySettings,
+    /// `[kafka]`: the Kafka ingest (off while `kafka.brokers` is empty).
+    #[serde(default)]
+    pub kafka: KafkaSettings,
 }
 
 /// `[server]`: listening socket and WebSocket endpoint.
@@ -284,6 +287,123 @@ impl TryFrom<String> for LogFormat {
     }
 }
 
+/// `[kafka]`: the Kafka ingest. Platform events consumed from Kafka become notifications on
+/// their user's channel; `routes` say which topics, which user and which fields. Off while
+/// `brokers` is empty.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, `host:port` each; empty = the ingest is off.
+    #[serde(deserialize_with = "string_list")]
+    pub brokers: Vec<String>,
+    /// Consumer group (replicas share the partitions).
+    pub group_id: String,
+    /// Kafka client id.
+    pub client_id: String,
+    /// Topic that receives records that cannot become a notification; empty = none (they are
+    /// still logged and counted).
+    pub dead_letter_topic: String,
+    /// `/readyz` answers 503 while the ingest is down or paused.
+    pub required: bool,
+    /// Where a group without a committed offset starts: `earliest` or `latest`.
+    pub auto_offset_reset: String,
+    /// How often the offsets of published events are committed, in milliseconds.
+    pub commit_interval_ms: u64,
+    /// Consumer group session timeout, in milliseconds.
+    pub session_timeout_ms: u64,
+    /// How long an event id is remembered to suppress duplicates, in seconds.
+    pub dedupe_window_s: u64,
+    /// Event ids remembered in process (with the in-process broker only).
+    pub dedupe_cache_size: usize,
+    /// Prefix of the dedupe keys in Redis.
+    pub dedupe_key_prefix: String,
+    /// Redis holding the `owner_redis_key` keys; empty = `redis.url`.
+    pub owner_redis_url: String,
+    /// How long a looked-up owner is cached, in seconds (0 = not cached).
+    pub lookup_cache_ttl_s: u64,
+    /// How many looked-up owners are cached.
+    pub lookup_cache_size: usize,
+    /// Timeout of one owner lookup, in milliseconds.
+    pub lookup_timeout_ms: u64,
+    /// How long one event waits for an unreachable owner lookup before it is dead-lettered, in
+    /// seconds (0 = wait as long as it takes).
+    pub lookup_give_up_s: u64,
+    /// Longest wait between retries while Redis or a lookup is down, in milliseconds.
+    pub backoff_max_ms: u64,
+    /// After a Redis outage, wait this long once it is back before publishing the backlog (so
+    /// every replica has re-subscribed), in milliseconds.
+    pub resume_delay_ms: u64,
+    /// Extra librdkafka properties, e.g. `"security.protocol" = "sasl_plaintext"`.
+    #[serde(deserialize_with = "string_map")]
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// The routes (`[[kafka.routes]]`); from the environment, a JSON array.
+    #[serde(deserialize_with = "route_list")]
+    pub routes: Vec<KafkaRoute>,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: Vec::new(),
+            group_id: "websocket-service".into(),
+            client_id: "websocket-service".into(),
+            dead_letter_topic: String::new(),
+            required: false,
+            auto_offset_reset: "earliest".into(),
+            commit_interval_ms: 1000,
+            session_timeout_ms: 45_000,
+            dedupe_window_s: 86_400,
+            dedupe_cache_size: 100_000,
+            dedupe_key_prefix: "ws:ingest:seen:".into(),
+            owner_redis_url: String::new(),
+            lookup_cache_ttl_s: 300,
+            lookup_cache_size: 10_000,
+            lookup_timeout_ms: 2000,
+            lookup_give_up_s: 60,
+            backoff_max_ms: 5000,
+            resume_delay_ms: 5000,
+            properties: std::collections::BTreeMap::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// One `[[kafka.routes]]` entry: a topic (and optionally one `event_type` on it), the
+/// notification's `event` name, the `data` fields it carries and how its user is found (exactly
+/// one of `user_pointer`, `owner_redis_key`, `owner_http_url`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaRoute {
+    /// Kafka topic.
+    pub topic: String,
+    /// Envelope `event_type` taken by this route; empty = any type on the topic.
+    #[serde(default)]
+    pub event_type: String,
+    /// The notification's `event` name.
+    pub event: String,
+    /// `data` fields copied into the notification; empty = all of `data`.
+    #[serde(default, deserialize_with = "string_list")]
+    pub fields: Vec<String>,
+    /// JSON pointer to the user id in the envelope, e.g. `/metadata/user_id`.
+    #[serde(default)]
+    pub user_pointer: String,
+    /// Redis key holding the user id, with `{field}`s from `data`, e.g. `batch_owner:{batch_id}`.
+    #[serde(default)]
+    pub owner_redis_key: String,
+    /// HTTP URL answering `{"user_id": …}` (404: none), with `{field}`s from `data`.
+    #[serde(default)]
+    pub owner_http_url: String,
+}
+
+/// librdkafka properties the ingest sets itself (its delivery guarantee depends on them).
+const MANAGED_KAFKA_PROPERTIES: [&str; 5] = [
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.partition.eof",
+];
+
 /// Why settings could not be loaded or are not valid. `Display` is one line naming the key.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -407,7 +527,8 @@ impl Settings {
         self.redis.validate()?;
         self.limits.validate()?;
         self.shutdown.validate()?;
-        self.telemetry.validate()
+        self.telemetry.validate()?;
+        self.kafka.validate(&self.redis)
     }
 }
 
@@ -511,6 +632,307 @@ impl TelemetrySettings {
         }
         Ok(())
     }
+}
+
+impl KafkaSettings {
+    /// True when the ingest runs.
+    pub fn enabled(&self) -> bool {
+        !self.brokers.is_empty()
+    }
+
+    fn validate(&self, redis: &RedisSettings) -> Result<(), SettingsError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        if !cfg!(feature = "kafka") {
+            return Err(SettingsError::invalid(
+                "kafka.brokers",
+                "this build has no Kafka support (cargo feature `kafka`); leave it empty",
+            ));
+        }
+        if let Some(broker) = self.brokers.iter().find(|b| !is_bind_address(b)) {
+            let reason = format!("expected host:port, got {broker:?}");
+            return Err(SettingsError::invalid("kafka.brokers", reason));
+        }
+        for (key, value) in [
+            ("kafka.group_id", &self.group_id),
+            ("kafka.client_id", &self.client_id),
+            ("kafka.dedupe_key_prefix", &self.dedupe_key_prefix),
+        ] {
+            if value.trim().is_empty() {
+                return Err(SettingsError::invalid(key, "must not be empty"));
+            }
+        }
+        if !self.dead_letter_topic.is_empty() {
+            topic_name("kafka.dead_letter_topic", &self.dead_letter_topic)?;
+        }
+        if !matches!(self.auto_offset_reset.as_str(), "earliest" | "latest") {
+            let reason = format!(
+                "expected \"earliest\" or \"latest\", got {:?}",
+                self.auto_offset_reset
+            );
+            return Err(SettingsError::invalid("kafka.auto_offset_reset", reason));
+        }
+        milliseconds("kafka.commit_interval_ms", self.commit_interval_ms, 1)?;
+        milliseconds("kafka.session_timeout_ms", self.session_timeout_ms, 1000)?;
+        seconds("kafka.dedupe_window_s", self.dedupe_window_s)?;
+        at_least("kafka.dedupe_cache_size", self.dedupe_cache_size, 1)?;
+        at_least("kafka.lookup_cache_size", self.lookup_cache_size, 1)?;
+        if self.lookup_cache_ttl_s > 0 {
+            seconds("kafka.lookup_cache_ttl_s", self.lookup_cache_ttl_s)?;
+        }
+        if self.lookup_give_up_s > 0 {
+            seconds("kafka.lookup_give_up_s", self.lookup_give_up_s)?;
+        }
+        milliseconds("kafka.lookup_timeout_ms", self.lookup_timeout_ms, 1)?;
+        milliseconds("kafka.backoff_max_ms", self.backoff_max_ms, 1)?;
+        if self.resume_delay_ms > 0 {
+            milliseconds("kafka.resume_delay_ms", self.resume_delay_ms, 1)?;
+        }
+        let owner_redis = RedisSettings {
+            url: self.owner_redis_url.clone(),
+            channel_prefix: redis.channel_prefix.clone(),
+        };
+        owner_redis.validate().map_err(|_| {
+            SettingsError::invalid(
+                "kafka.owner_redis_url",
+                "expected redis://host[:port][/db] or rediss://…, or empty for redis.url",
+            )
+        })?;
+        if let Some(key) = self
+            .properties
+            .keys()
+            .find(|k| k.trim().is_empty() || MANAGED_KAFKA_PROPERTIES.contains(&k.as_str()))
+        {
+            let reason = format!("{key:?} is set by the ingest itself and cannot be overridden");
+            return Err(SettingsError::invalid("kafka.properties", reason));
+        }
+        if self.routes.is_empty() {
+            return Err(SettingsError::missing(
+                "kafka.routes",
+                "add at least one [[kafka.routes]] when kafka.brokers is set",
+            ));
+        }
+        let has_owner_redis = !self.owner_redis_url.is_empty() || !redis.url.is_empty();
+        let mut seen = std::collections::HashSet::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            route.validate(i, has_owner_redis)?;
+            if !seen.insert((&route.topic, &route.event_type)) {
+                let reason = format!(
+                    "a second route for topic {:?} and event type {:?}",
+                    route.topic, route.event_type
+                );
+                return Err(SettingsError::invalid(
+                    &format!("kafka.routes[{i}].event_type"),
+                    reason,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The ingest's configuration: dedupe in the broker's Redis (shared by every replica), or in
+    /// process with the in-process broker.
+    #[cfg(feature = "kafka")]
+    pub fn ingest_config(&self, redis: &RedisSettings) -> ws_actors::ingest::IngestConfig {
+        use std::time::Duration;
+        use ws_actors::ingest::{
+            DedupeConfig, IngestConfig, LookupConfig, OwnerSource, RouteConfig,
+        };
+
+        let non_empty = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
+        let routes = self
+            .routes
+            .iter()
+            .map(|route| RouteConfig {
+                topic: route.topic.clone(),
+                event_type: non_empty(&route.event_type),
+                event: route.event.clone(),
+                fields: route.fields.clone(),
+                owner: if !route.user_pointer.is_empty() {
+                    OwnerSource::Pointer(route.user_pointer.clone())
+                } else if !route.owner_redis_key.is_empty() {
+                    OwnerSource::RedisKey(route.owner_redis_key.clone())
+                } else {
+                    OwnerSource::HttpUrl(route.owner_http_url.clone())
+                },
+            })
+            .collect();
+        let reads_redis = self.routes.iter().any(|r| !r.owner_redis_key.is_empty());
+        IngestConfig {
+            brokers: self.brokers.clone(),
+            group_id: self.group_id.clone(),
+            client_id: self.client_id.clone(),
+            dead_letter_topic: non_empty(&self.dead_letter_topic),
+            auto_offset_reset: self.auto_offset_reset.clone(),
+            commit_interval: Duration::from_millis(self.commit_interval_ms),
+            session_timeout: Duration::from_millis(self.session_timeout_ms),
+            properties: self
+                .properties
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            routes,
+            dedupe: DedupeConfig {
+                window: Duration::from_secs(self.dedupe_window_s),
+                redis_url: non_empty(&redis.url),
+                key_prefix: self.dedupe_key_prefix.clone(),
+                channel_prefix: redis.channel_prefix.clone(),
+                cache_size: self.dedupe_cache_size,
+            },
+            lookup: LookupConfig {
+                redis_url: non_empty(&self.owner_redis_url)
+                    .or_else(|| non_empty(&redis.url))
+                    .filter(|_| reads_redis),
+                cache_ttl: Duration::from_secs(self.lookup_cache_ttl_s),
+                cache_size: self.lookup_cache_size,
+                timeout: Duration::from_millis(self.lookup_timeout_ms),
+                give_up_after: (self.lookup_give_up_s > 0)
+                    .then(|| Duration::from_secs(self.lookup_give_up_s)),
+            },
+            backoff_max: Duration::from_millis(self.backoff_max_ms),
+            resume_delay: Duration::from_millis(self.resume_delay_ms),
+        }
+    }
+}
+
+impl KafkaRoute {
+    fn validate(&self, i: usize, has_owner_redis: bool) -> Result<(), SettingsError> {
+        let key = |name: &str| format!("kafka.routes[{i}].{name}");
+        topic_name(&key("topic"), &self.topic)?;
+        if self.event.trim().is_empty() {
+            return Err(SettingsError::missing(
+                &key("event"),
+                "name the notification's event",
+            ));
+        }
+        if self.fields.iter().any(|f| f.trim().is_empty()) {
+            return Err(SettingsError::invalid(
+                &key("fields"),
+                "a field name is empty",
+            ));
+        }
+        let sources = [
+            ("user_pointer", &self.user_pointer),
+            ("owner_redis_key", &self.owner_redis_key),
+            ("owner_http_url", &self.owner_http_url),
+        ];
+        let set: Vec<&str> = sources
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(name, _)| *name)
+            .collect();
+        if set.len() != 1 {
+            let reason = format!(
+                "set exactly one of user_pointer, owner_redis_key, owner_http_url (got {})",
+                if set.is_empty() {
+                    "none".to_owned()
+                } else {
+                    set.join(", ")
+                }
+            );
+            return Err(SettingsError::invalid(
+                &key(set.first().unwrap_or(&"user_pointer")),
+                reason,
+            ));
+        }
+        if !self.user_pointer.is_empty() && !self.user_pointer.starts_with('/') {
+            let reason = format!(
+                "expected a JSON pointer such as \"/metadata/user_id\", got {:?}",
+                self.user_pointer
+            );
+            return Err(SettingsError::invalid(&key("user_pointer"), reason));
+        }
+        if !self.owner_redis_key.is_empty() {
+            check_template(&key("owner_redis_key"), &self.owner_redis_key)?;
+            if !has_owner_redis {
+                return Err(SettingsError::missing(
+                    &key("owner_redis_key"),
+                    "set kafka.owner_redis_url (or redis.url) for Redis owner lookups",
+                ));
+            }
+        }
+        if !self.owner_http_url.is_empty() {
+            check_template(&key("owner_http_url"), &self.owner_http_url)?;
+            let rest = self
+                .owner_http_url
+                .strip_prefix("http://")
+                .unwrap_or_default();
+            if rest.is_empty() || rest.starts_with('/') || rest.starts_with('{') {
+                let reason = format!(
+                    "expected http://host[:port]/path…{{field}}… (plain HTTP: no TLS in this build), got {:?}",
+                    self.owner_http_url
+                );
+                return Err(SettingsError::invalid(&key("owner_http_url"), reason));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A Kafka topic name: 1 to 249 of `[A-Za-z0-9._-]`, not `.` or `..`.
+fn topic_name(key: &str, topic: &str) -> Result<(), SettingsError> {
+    let valid = (1..=249).contains(&topic.len())
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && topic != "."
+        && topic != "..";
+    if valid {
+        Ok(())
+    } else {
+        let reason =
+            format!("expected a Kafka topic name (1-249 of A-Z a-z 0-9 . _ -), got {topic:?}");
+        Err(SettingsError::invalid(key, reason))
+    }
+}
+
+/// A `{field}` template: braces balanced (`{{`/`}}` are literal), names of `[A-Za-z0-9_.-]`.
+fn check_template(key: &str, template: &str) -> Result<(), SettingsError> {
+    let mut chars = template.chars().peekable();
+    let problem = loop {
+        match chars.next() {
+            None => return Ok(()),
+            Some('{') if chars.peek() == Some(&'{') => {
+                chars.next();
+            }
+            Some('}') if chars.peek() == Some(&'}') => {
+                chars.next();
+            }
+            Some('{') => {
+                let mut name = String::new();
+                let closed = loop {
+                    match chars.next() {
+                        Some('}') => break true,
+                        Some(c) if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') => {
+                            name.push(c)
+                        }
+                        _ => break false,
+                    }
+                };
+                if !closed || name.is_empty() {
+                    break "a {field} must name a data field with A-Z a-z 0-9 _ . -";
+                }
+            }
+            Some('}') => break "unmatched } (write }} for a literal brace)",
+            Some(_) => {}
+        }
+    };
+    let reason = format!("{problem}, got {template:?}");
+    Err(SettingsError::invalid(key, reason))
+}
+
+/// Milliseconds: at least `min`, at most [`MAX_SECONDS`] worth.
+fn milliseconds(key: &str, value: u64, min: u64) -> Result<(), SettingsError> {
+    at_least(key, value, min)?;
+    if value > MAX_SECONDS * 1000 {
+        let reason = format!(
+            "must be at most {} (one year), got {value}",
+            MAX_SECONDS * 1000
+        );
+        return Err(SettingsError::invalid(key, reason));
+    }
+    Ok(())
 }
 
 /// `[redacted]` for a set secret, `""` for an unset one.
@@ -619,6 +1041,60 @@ impl<'de> Visitor<'de> for StringList {
             items.push(item);
         }
         Ok(items)
+    }
+}
+
+/// A string map given as a table (TOML) or as a JSON object string (environment).
+fn string_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    deserializer.deserialize_any(JsonOr::<std::collections::BTreeMap<String, String>>::new(
+        "a table of strings or a JSON object string",
+    ))
+}
+
+/// Routes given as an array of tables (TOML) or as a JSON array string (environment).
+fn route_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<KafkaRoute>, D::Error> {
+    deserializer.deserialize_any(JsonOr::<Vec<KafkaRoute>>::new(
+        "an array of route tables or a JSON array string",
+    ))
+}
+
+/// Deserializes `T` from its structured form, or from a string holding it as JSON.
+struct JsonOr<T> {
+    expecting: &'static str,
+    _type: std::marker::PhantomData<T>,
+}
+
+impl<T> JsonOr<T> {
+    fn new(expecting: &'static str) -> Self {
+        Self {
+            expecting,
+            _type: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<'de, T: serde::de::DeserializeOwned + Default> Visitor<'de> for JsonOr<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<T, E> {
+        if value.trim().is_empty() {
+            return Ok(T::default());
+        }
+        serde_json::from_str(value).map_err(|e| E::custom(format!("invalid JSON: {e}")))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<T, A::Error> {
+        T::deserialize(de::value::SeqAccessDeserializer::new(seq))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::deserialize(de::value::MapAccessDeserializer::new(map))
     }
 }
 
@@ -1156,6 +1632,234 @@ mod tests {
         settings.validate(false).unwrap();
         settings.server.bind = "localhost:8080".into();
         settings.validate(false).unwrap();
+    }
+
+    /// A valid configuration with the ingest on and one route owned through `owner`.
+    fn with_kafka(owner: (&str, &str)) -> Settings {
+        let mut settings = valid();
+        settings.redis.url = "redis://127.0.0.1:6379".into();
+        settings.kafka.brokers = vec!["kafka-0:9092".into(), "10.0.0.7:9093".into()];
+        let mut route = KafkaRoute {
+            topic: "huleedu.essay.lifecycle.essay.slot.assigned.v1".into(),
+            event_type: String::new(),
+            event: "essay.slot.assigned".into(),
+            fields: vec!["batch_id".into()],
+            user_pointer: String::new(),
+            owner_redis_key: String::new(),
+            owner_http_url: String::new(),
+        };
+        match owner.0 {
+            "user_pointer" => route.user_pointer = owner.1.into(),
+            "owner_redis_key" => route.owner_redis_key = owner.1.into(),
+            _ => route.owner_http_url = owner.1.into(),
+        }
+        settings.kafka.routes = vec![route];
+        settings
+    }
+
+    #[test]
+    fn kafka_routes_load_from_the_file_and_from_the_environment() {
+        let text = r#"
+[kafka]
+brokers = ["127.0.0.1:9092"]
+dead_letter_topic = "ws.dlq"
+required = true
+properties = { "socket.keepalive.enable" = "true" }
+
+[[kafka.routes]]
+topic = "huleedu.essay.lifecycle.essay.slot.assigned.v1"
+event_type = "huleedu.essay.slot.assigned.v1"
+event = "essay.slot.assigned"
+fields = ["batch_id", "essay_id", "file_upload_id", "text_storage_id"]
+owner_redis_key = "batch_owner:{batch_id}"
+
+[[kafka.routes]]
+topic = "platform.other.v1"
+event = "other"
+user_pointer = "/metadata/user_id"
+"#;
+        let settings = load(text, &[("WS__REDIS__URL", "redis://r:6379")]).unwrap();
+        settings.validate(true).unwrap();
+        let kafka = &settings.kafka;
+        assert!(kafka.enabled() && kafka.required);
+        assert_eq!(kafka.brokers, ["127.0.0.1:9092"]);
+        assert_eq!(kafka.routes.len(), 2);
+        assert_eq!(kafka.routes[0].owner_redis_key, "batch_owner:{batch_id}");
+        assert_eq!(kafka.routes[0].fields.len(), 4);
+        assert_eq!(kafka.routes[1].user_pointer, "/metadata/user_id");
+        assert_eq!(kafka.routes[1].event_type, "", "any type on the topic");
+        assert_eq!(kafka.properties["socket.keepalive.enable"], "true");
+        assert_eq!(
+            kafka.group_id, "websocket-service",
+            "untouched keys keep defaults"
+        );
+
+        let routes =
+            r#"[{"topic":"t.v1","event":"e","owner_http_url":"http://owners:8080/b/{batch_id}"}]"#;
+        let settings = build(
+            None,
+            env(&[
+                ("WS__KAFKA__BROKERS", "a:9092,b:9092"),
+                ("WS__KAFKA__ROUTES", routes),
+                (
+                    "WS__KAFKA__PROPERTIES",
+                    r#"{"security.protocol":"sasl_plaintext"}"#,
+                ),
+                ("WS__KAFKA__DEDUPE_WINDOW_S", "60"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.kafka.brokers, ["a:9092", "b:9092"]);
+        assert_eq!(
+            settings.kafka.routes[0].owner_http_url,
+            "http://owners:8080/b/{batch_id}"
+        );
+        assert_eq!(
+            settings.kafka.properties["security.protocol"],
+            "sasl_plaintext"
+        );
+        assert_eq!(settings.kafka.dedupe_window_s, 60);
+        let error = build(None, env(&[("WS__KAFKA__ROUTES", "[{")])).unwrap_err();
+        assert_names(&error, "kafka.routes");
+        let error = load(
+            "[[kafka.routes]]\ntopic = \"t\"\nevent = \"e\"\nuser = \"x\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("user"), "{error}");
+    }
+
+    #[test]
+    fn every_kafka_rule_has_a_failing_case() {
+        type Mutation = fn(&mut Settings);
+        let cases: [(&str, Mutation); 22] = [
+            ("kafka.brokers", |s| s.kafka.brokers = vec!["kafka".into()]),
+            ("kafka.group_id", |s| s.kafka.group_id = " ".into()),
+            ("kafka.client_id", |s| s.kafka.client_id.clear()),
+            ("kafka.dead_letter_topic", |s| {
+                s.kafka.dead_letter_topic = "dead letters".into()
+            }),
+            ("kafka.auto_offset_reset", |s| {
+                s.kafka.auto_offset_reset = "smallest".into()
+            }),
+            ("kafka.commit_interval_ms", |s| {
+                s.kafka.commit_interval_ms = 0
+            }),
+            ("kafka.session_timeout_ms", |s| {
+                s.kafka.session_timeout_ms = 999
+            }),
+            ("kafka.dedupe_window_s", |s| s.kafka.dedupe_window_s = 0),
+            ("kafka.dedupe_cache_size", |s| s.kafka.dedupe_cache_size = 0),
+            ("kafka.lookup_cache_size", |s| s.kafka.lookup_cache_size = 0),
+            ("kafka.lookup_timeout_ms", |s| s.kafka.lookup_timeout_ms = 0),
+            ("kafka.backoff_max_ms", |s| s.kafka.backoff_max_ms = 0),
+            ("kafka.owner_redis_url", |s| {
+                s.kafka.owner_redis_url = "owners:6379".into()
+            }),
+            ("kafka.properties", |s| {
+                s.kafka
+                    .properties
+                    .insert("enable.auto.offset.store".into(), "true".into());
+            }),
+            ("kafka.routes", |s| s.kafka.routes.clear()),
+            ("kafka.routes[0].topic", |s| {
+                s.kafka.routes[0].topic = "a/b".into()
+            }),
+            ("kafka.routes[0].event", |s| s.kafka.routes[0].event.clear()),
+            ("kafka.routes[0].user_pointer", |s| {
+                s.kafka.routes[0].user_pointer = "metadata.user_id".into()
+            }),
+            ("kafka.routes[0].user_pointer", |s| {
+                s.kafka.routes[0].owner_redis_key = "k:{batch_id}".into()
+            }),
+            ("kafka.routes[0].event_type", |s| {
+                let again = s.kafka.routes[0].clone();
+                s.kafka.routes.push(again);
+            }),
+            ("kafka.routes[0].owner_redis_key", |s| {
+                s.kafka.routes[0].user_pointer.clear();
+                s.kafka.routes[0].owner_redis_key = "owner:{batch id}".into();
+            }),
+            ("kafka.routes[0].owner_http_url", |s| {
+                s.kafka.routes[0].user_pointer.clear();
+                s.kafka.routes[0].owner_http_url = "https://owners/{batch_id}".into();
+            }),
+        ];
+        for (key, mutate) in cases {
+            let mut settings = with_kafka(("user_pointer", "/metadata/user_id"));
+            mutate(&mut settings);
+            let error = settings.validate(true).unwrap_err();
+            let expected = if key == "kafka.routes[0].event_type" {
+                "kafka.routes[1].event_type"
+            } else {
+                key
+            };
+            assert_eq!(error.key(), Some(expected), "{error}");
+            assert_names(&error, expected);
+        }
+        let mut settings = with_kafka(("owner_redis_key", "batch_owner:{batch_id}"));
+        settings.redis.url.clear();
+        let error = settings.validate(true).unwrap_err();
+        assert_eq!(
+            error.key(),
+            Some("kafka.routes[0].owner_redis_key"),
+            "{error}"
+        );
+        settings.kafka.owner_redis_url = "redis://owners:6379".into();
+        settings.validate(true).unwrap();
+        let mut off = valid();
+        off.kafka.routes = with_kafka(("user_pointer", "")).kafka.routes;
+        off.validate(true)
+            .expect("nothing is checked while the ingest is off");
+    }
+
+    #[test]
+    fn valid_kafka_settings_pass_and_convert() {
+        for owner in [
+            ("user_pointer", "/metadata/user_id"),
+            ("owner_redis_key", "batch_owner:{batch_id}"),
+            (
+                "owner_http_url",
+                "http://owners:8080/batches/{batch_id}/owner",
+            ),
+        ] {
+            with_kafka(owner).validate(false).unwrap();
+        }
+        let mut settings = with_kafka(("owner_redis_key", "batch_owner:{batch_id}"));
+        settings.kafka.dead_letter_topic = "platform.websocket.dead-letters.v1".into();
+        settings.kafka.lookup_cache_ttl_s = 0;
+        settings.kafka.lookup_give_up_s = 0;
+        settings.kafka.resume_delay_ms = 0;
+        settings.validate(false).unwrap();
+        #[cfg(feature = "kafka")]
+        {
+            let config = settings.kafka.ingest_config(&settings.redis);
+            assert_eq!(config.brokers.len(), 2);
+            assert_eq!(
+                config.dead_letter_topic.as_deref(),
+                Some("platform.websocket.dead-letters.v1")
+            );
+            assert_eq!(
+                config.dedupe.redis_url.as_deref(),
+                Some("redis://127.0.0.1:6379")
+            );
+            assert_eq!(config.dedupe.channel_prefix, "ws:");
+            assert_eq!(config.lookup.redis_url, config.dedupe.redis_url);
+            assert_eq!(config.lookup.give_up_after, None);
+            assert_eq!(config.routes[0].event_type, None);
+            assert_eq!(
+                config.routes[0].owner,
+                ws_actors::ingest::OwnerSource::RedisKey("batch_owner:{batch_id}".into())
+            );
+            settings.redis.url.clear();
+            settings.kafka.owner_redis_url = "redis://owners:6379".into();
+            let config = settings.kafka.ingest_config(&settings.redis);
+            assert_eq!(config.dedupe.redis_url, None, "in-process dedupe");
+            assert_eq!(
+                config.lookup.redis_url.as_deref(),
+                Some("redis://owners:6379")
+            );
+        }
     }
 
     #[test]

@@ -100,6 +100,57 @@ fn start_broker(
         .context("invalid setting redis.url")
 }
 
+/// The Kafka ingest (`[kafka]`): started after the broker when `kafka.brokers` is set.
+#[cfg(feature = "kafka")]
+mod kafka {
+    use std::sync::Arc;
+
+    use actix_web::web;
+    use anyhow::Context as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    use ws_actors::ingest::{Ingest, IngestMetrics, TraceParent};
+    use ws_actors::Broker;
+
+    use crate::config::Settings;
+    use crate::metrics::Metrics;
+    use crate::routes::IngestStatus;
+    use crate::telemetry;
+
+    /// Parents `kafka.ingest` spans on the envelope's `traceparent` (when exporting traces).
+    struct OtelTraceParent;
+
+    impl TraceParent for OtelTraceParent {
+        fn set_parent(&self, span: &tracing::Span, traceparent: &str) {
+            let _ = span.set_parent(telemetry::remote_context(traceparent));
+        }
+    }
+
+    pub(super) fn start(
+        settings: &Settings,
+        broker: &Broker,
+        metrics: &Metrics,
+        exporting: bool,
+    ) -> anyhow::Result<Option<Ingest>> {
+        if !settings.kafka.enabled() {
+            return Ok(None);
+        }
+        let ingest_metrics =
+            IngestMetrics::register(&metrics.registry).context("cannot register metrics")?;
+        let trace = exporting.then(|| Arc::new(OtelTraceParent) as Arc<dyn TraceParent>);
+        let config = settings.kafka.ingest_config(&settings.redis);
+        let ingest = Ingest::start(config, broker.clone(), ingest_metrics, trace)
+            .context("cannot start the kafka ingest")?;
+        Ok(Some(ingest))
+    }
+
+    pub(super) fn status(ingest: &Ingest, settings: &Settings) -> web::Data<IngestStatus> {
+        web::Data::new(IngestStatus {
+            health: ingest.health_receiver(),
+            required: settings.kafka.required,
+        })
+    }
+}
+
 /// Forwards SIGTERM and SIGINT to the drain coordinator, every time they arrive.
 fn forward_signals(coordinator: Addr<DrainCoordinator>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -127,7 +178,15 @@ pub async fn run(
     let metrics = Metrics::new().context("cannot register metrics")?;
     let workers = worker_count(&settings);
     let shards: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
+    #[cfg(feature = "kafka")]
+    let exporting = tracer.is_some();
     let broker = start_broker(&settings, &shards, &metrics, tracer)?;
+    #[cfg(feature = "kafka")]
+    let ingest = kafka::start(&settings, &broker, &metrics, exporting)?;
+    #[cfg(feature = "kafka")]
+    let ingest_status = ingest.as_ref().map(|i| kafka::status(i, &settings));
+    #[cfg(not(feature = "kafka"))]
+    let ingest_status: Option<web::Data<routes::IngestStatus>> = None;
     let limiter = ConnectionLimiter::new(settings.limits.max_connections);
     let drain = DrainState::default();
     let (done_tx, done_rx) = oneshot::channel();
@@ -157,10 +216,14 @@ pub async fn run(
     let ws_path = settings.server.ws_path.clone();
     let server = HttpServer::new(move || {
         let ws_path = ws_path.clone();
-        App::new()
+        let app = App::new()
             .app_data(state.clone())
-            .app_data(http_metrics.clone())
-            .wrap(from_fn(correlation::middleware))
+            .app_data(http_metrics.clone());
+        let app = match ingest_status.clone() {
+            Some(status) => app.app_data(status),
+            None => app,
+        };
+        app.wrap(from_fn(correlation::middleware))
             .wrap(TracingLogger::<RedactingRootSpan>::new())
             .configure(move |cfg| routes::configure(cfg, &ws_path))
     })
@@ -181,6 +244,10 @@ pub async fn run(
     // Every session is gone (or the deadline passed): nothing is left worth waiting for.
     handle.stop(false).await;
     let _ = serving.await;
+    #[cfg(feature = "kafka")]
+    if let Some(ingest) = ingest {
+        ingest.stop().await;
+    }
     for shard in shards {
         shard.stop();
     }

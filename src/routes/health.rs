@@ -1,5 +1,6 @@
 //! Liveness (`/healthz`: the process answers, with broker state), readiness (`/readyz`: 503
-//! while the broker is down or the node drains) and the Prometheus exposition (`/metrics`).
+//! while the broker is down or the node drains, or while the Kafka ingest is down when
+//! `kafka.required`) and the Prometheus exposition (`/metrics`).
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
@@ -8,6 +9,24 @@ use ws_actors::{BrokerHealth, ErrorCode};
 use crate::correlation::CorrelationId;
 use crate::errors::ApiError;
 use crate::state::AppState;
+
+/// The Kafka ingest's health, registered as app data while the ingest runs.
+#[derive(Clone)]
+pub struct IngestStatus {
+    /// Up while consuming; down while Kafka is unreachable or an outage pauses consumption.
+    pub health: tokio::sync::watch::Receiver<BrokerHealth>,
+    /// `kafka.required`: readiness follows the ingest.
+    pub required: bool,
+}
+
+fn ingest_json(ingest: &IngestStatus) -> serde_json::Value {
+    match &*ingest.health.borrow() {
+        BrokerHealth::Up => json!({"state": "up", "required": ingest.required}),
+        BrokerHealth::Down { reason } => {
+            json!({"state": "down", "reason": reason, "required": ingest.required})
+        }
+    }
+}
 
 fn broker_json(state: &AppState) -> serde_json::Value {
     match state.broker.health() {
@@ -19,19 +38,27 @@ fn broker_json(state: &AppState) -> serde_json::Value {
 }
 
 /// Liveness: 200 while the process runs, even when Redis is down (restarting would not help).
-pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({
+pub async fn healthz(
+    state: web::Data<AppState>,
+    ingest: Option<web::Data<IngestStatus>>,
+) -> HttpResponse {
+    let mut body = json!({
         "status": "ok",
         "broker": broker_json(&state),
         "connections": state.limiter.open(),
         "max_connections": state.limiter.max(),
         "draining": state.drain.is_draining(),
-    }))
+    });
+    if let Some(ingest) = ingest {
+        body["kafka"] = ingest_json(&ingest);
+    }
+    HttpResponse::Ok().json(body)
 }
 
 /// Readiness: 200 when this node should get new sockets.
 pub async fn readyz(
     state: web::Data<AppState>,
+    ingest: Option<web::Data<IngestStatus>>,
     cid: CorrelationId,
 ) -> Result<HttpResponse, ApiError> {
     if state.drain.is_draining() {
@@ -45,6 +72,13 @@ pub async fn readyz(
         let message = format!("broker down: {reason}");
         return Err(ApiError::new(ErrorCode::ServiceUnavailable, message, &cid)
             .with_details(json!({"broker": broker_json(&state)})));
+    }
+    if let Some(ingest) = ingest.filter(|i| i.required) {
+        if let BrokerHealth::Down { reason } = &*ingest.health.borrow() {
+            let message = format!("kafka ingest down: {reason}");
+            return Err(ApiError::new(ErrorCode::ServiceUnavailable, message, &cid)
+                .with_details(json!({"kafka": ingest_json(&ingest)})));
+        }
     }
     Ok(HttpResponse::Ok().json(json!({"status": "ready", "broker": broker_json(&state)})))
 }

@@ -5,6 +5,8 @@ mod health;
 mod publish;
 mod ws;
 
+pub use health::IngestStatus;
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use ws_actors::ErrorCode;
 
