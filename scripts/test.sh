@@ -13,6 +13,9 @@ if ! command -v redis-server >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq redis-server >/dev/null
 fi
 
+# A Kafka-protocol broker for the ingest tests (cargo install, several minutes on 2 cores).
+./scripts/install-tansu.sh
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 
