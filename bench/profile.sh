@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 PROFILES=${PROFILES:-"perf callgrind massif"}
 OUT=${BENCH_OUT:-bench/results}/raw/profile
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 SECRET="bench-secret-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export LOADGEN_SECRET=$SECRET
 NICE=()
@@ -51,7 +52,7 @@ free_port() {
 
 REDIS_PORT=$(free_port)
 "${NICE[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-  --client-output-buffer-limit "pubsub 0 0 0" --logfile "$PWD/$OUT/redis.log" &
+  --client-output-buffer-limit "pubsub 0 0 0" --logfile "$OUT/redis.log" &
 REDIS_PID=$!
 for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
 
@@ -127,7 +128,7 @@ for p in $PROFILES; do
     callgrind)
       log "callgrind: server instructions per connect and per message (1,000 sockets, 1,000 msg/s)"
       start_server callgrind valgrind --tool=callgrind --instr-atstart=no \
-        --callgrind-out-file="$PWD/$OUT/callgrind.out"
+        --callgrind-out-file="$OUT/callgrind.out"
       callgrind_control -i on "$SERVER_PID" >/dev/null
       run_loadgen callgrind --users 1000 --connect-concurrency 16 --connect-timeout-s 60 \
         --rate 1000 --duration-s 15 --settle-s 20
@@ -150,7 +151,7 @@ for p in $PROFILES; do
       done ;;
     massif)
       log "massif: server heap holding 2,000 idle authenticated sockets"
-      start_server massif valgrind --tool=massif --massif-out-file="$PWD/$OUT/massif.out" \
+      start_server massif valgrind --tool=massif --massif-out-file="$OUT/massif.out" \
         --threshold=0.5 --detailed-freq=1 --max-snapshots=100
       run_loadgen massif --users 2000 --connect-concurrency 16 --connect-timeout-s 60 --hold-s 3
       wait "$LOADGEN_PID" || true

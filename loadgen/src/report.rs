@@ -31,6 +31,9 @@ pub struct RunReport {
     pub delivery: Option<DeliverySummary>,
     /// Publish → receive latency of the timed messages.
     pub latency: Percentiles,
+    /// Median over the intervals of the series of each interval's p99, ms: what an undisturbed
+    /// second looks like, where the overall p99 is set by the worst seconds.
+    pub latency_interval_p99_median_ms: f64,
     /// Closes seen by the clients.
     pub closes: ClosesSummary,
     /// The drain (SIGTERM) phase, when `--drain` was given.
@@ -237,8 +240,8 @@ impl RunReport {
             );
             let p = &self.latency;
             s += &format!(
-                "latency ms: p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} (n={})\n",
-                p.p50_ms, p.p90_ms, p.p99_ms, p.p999_ms, p.max_ms, p.count
+                "latency ms: p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} (n={}); median of the per-interval p99s {:.3}\n",
+                p.p50_ms, p.p90_ms, p.p99_ms, p.p999_ms, p.max_ms, p.count, self.latency_interval_p99_median_ms
             );
         }
         if let Some(d) = &self.drain {

@@ -724,6 +724,15 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         ));
     }
     report.series = series(&finals, &s, epoch_us, cfg.bin_ms)?;
+    let mut p99s: Vec<f64> = report
+        .series
+        .p99_ms
+        .iter()
+        .copied()
+        .filter(|p| *p > 0.0)
+        .collect();
+    p99s.sort_by(f64::total_cmp);
+    report.latency_interval_p99_median_ms = p99s.get(p99s.len() / 2).copied().unwrap_or(0.0);
     drop(s);
 
     eprint!("{}", report.summary());

@@ -178,8 +178,10 @@ pub struct StuckSeries {
     pub live_delivered_per_s: Vec<(f64, f64)>,
     /// Flood messages published per second `(s, n/s)`.
     pub flood_published_per_s: Vec<(f64, f64)>,
-    /// Live latency `(s, ms)` of each message.
-    pub live_latency_ms: Vec<(f64, f64)>,
+    /// Live latency per interval: median `(s, ms)`.
+    pub live_latency_p50_ms: Vec<(f64, f64)>,
+    /// Live latency per interval: maximum `(s, ms)`.
+    pub live_latency_max_ms: Vec<(f64, f64)>,
 }
 
 #[derive(Default)]
@@ -275,6 +277,11 @@ const METRICS: &[(&str, &str, &str)] = &[
         "dropped_slow_consumer",
         "ws_messages_dropped_total",
         "reason=\"slow_consumer\"",
+    ),
+    (
+        "dropped_no_session",
+        "ws_messages_dropped_total",
+        "reason=\"no_session\"",
     ),
     ("dropped_total", "ws_messages_dropped_total", ""),
     ("forwarded", "ws_messages_forwarded_total", ""),
@@ -601,11 +608,21 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let bin_s = BIN.as_secs_f64();
     let mut live_bins: BTreeMap<u64, u64> = BTreeMap::new();
-    for &(_, at_us, _) in live.received.iter() {
-        *live_bins
-            .entry(at_us.saturating_sub(epoch_us) / BIN.as_micros() as u64)
-            .or_default() += 1;
+    let mut live_lat: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for &(_, at_us, lat) in live.received.iter() {
+        let bin = at_us.saturating_sub(epoch_us) / BIN.as_micros() as u64;
+        *live_bins.entry(bin).or_default() += 1;
+        live_lat.entry(bin).or_default().push(lat);
     }
+    for v in live_lat.values_mut() {
+        v.sort_unstable();
+    }
+    let lat_point = |pick: fn(&[u64]) -> u64| -> Vec<(f64, f64)> {
+        live_lat
+            .iter()
+            .map(|(&b, v)| (b as f64 * bin_s + bin_s / 2.0, pick(v) as f64 / 1000.0))
+            .collect()
+    };
     report.series = StuckSeries {
         server_rss_mb: samples
             .iter()
@@ -619,16 +636,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             .iter()
             .map(|(&b, &n)| (b as f64 * bin_s, n as f64 / bin_s))
             .collect(),
-        live_latency_ms: live
-            .received
-            .iter()
-            .map(|&(_, at_us, lat)| {
-                (
-                    at_us.saturating_sub(epoch_us) as f64 / 1e6,
-                    lat as f64 / 1000.0,
-                )
-            })
-            .collect(),
+        live_latency_p50_ms: lat_point(|v| v[v.len() / 2]),
+        live_latency_max_ms: lat_point(|v| v[v.len() - 1]),
     };
     drop(live);
     eprint!("{}", summary(&report));
@@ -742,7 +751,10 @@ fn plot(r: &StuckReport) -> String {
             title: "Live user: publish → receive latency".into(),
             y_label: "ms (log)".into(),
             log_y: true,
-            series: vec![line("each message", &r.series.live_latency_ms)],
+            series: vec![
+                line("median per 250 ms", &r.series.live_latency_p50_ms),
+                line("max per 250 ms", &r.series.live_latency_max_ms),
+            ],
         },
     ];
     // Only the flood starts: the other events are too close together to label.

@@ -263,11 +263,13 @@ pub fn render(title: &str, panels: &[Panel], markers: &[Marker]) -> String {
             } else if !pts.is_empty() {
                 // A gap much wider than the series' usual step is a pause (no data): the line
                 // breaks there instead of drawing a slope across it.
-                let step = pts
+                let mut steps: Vec<f64> = pts
                     .windows(2)
                     .map(|w| w[1].0 - w[0].0)
                     .filter(|d| *d > 0.0)
-                    .fold(f64::INFINITY, f64::min);
+                    .collect();
+                steps.sort_by(f64::total_cmp);
+                let step = steps.get(steps.len() / 2).copied().unwrap_or(f64::INFINITY);
                 for run in pts.chunk_by(|a, b| b.0 - a.0 <= 3.0 * step) {
                     let mut line = String::new();
                     for (x, v) in run {
