@@ -89,6 +89,15 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status)
+            .content_type("application/json")
+            .body(self.body())
+    }
+}
+
+impl ApiError {
+    /// The error JSON, as sent in the body.
+    pub fn body(&self) -> Vec<u8> {
         let body = Envelope {
             error: Body {
                 code: self.code,
@@ -103,7 +112,25 @@ impl ResponseError for ApiError {
                     .unwrap_or_else(|| serde_json::json!({})),
             },
         };
-        HttpResponse::build(self.status).json(body)
+        // A struct of strings and JSON values always serialises.
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
+    /// A complete HTTP/1.1 response carrying this error, for connections answered outside
+    /// actix-web (refused WebSocket upgrades); the connection closes after it.
+    pub fn http1_response(&self) -> Vec<u8> {
+        let body = self.body();
+        let mut response = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+             x-correlation-id: {}\r\nconnection: close\r\n\r\n",
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or(""),
+            body.len(),
+            self.correlation_id,
+        )
+        .into_bytes();
+        response.extend_from_slice(&body);
+        response
     }
 }
 

@@ -34,8 +34,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter};
+use actix_http::HttpService;
+use actix_service::{fn_service, map_config};
+use actix_web::dev::AppConfig;
 use actix_web::middleware::from_fn;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use anyhow::Context as _;
 use tokio::sync::oneshot;
 use tracing_actix_web::TracingLogger;
@@ -51,13 +54,18 @@ use crate::http_spans::RedactingRootSpan;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 
-/// Extra connections each HTTP worker accepts beyond the cap, so that refusals get a close frame.
+/// Extra HTTP connections each worker serves beyond the cap (upgraded sockets leave the HTTP
+/// layer, so this bounds requests in flight, not WebSockets).
 const ACCEPT_MARGIN: usize = 1024;
 
 /// How long a closed WebSocket's TCP connection waits for the client to hang up before the
 /// server drops it (the close frame is already written); actix's default of 1 s doubled
 /// reconnect gaps during a drain.
 const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Handshakes the kernel may queue before the server accepts them. The listener is bound with
+/// std's 128, which overflowed under connect bursts (a dropped SYN costs the client 1 s).
+const LISTEN_BACKLOG: i32 = 4096;
 
 /// How many HTTP workers (and directory shards) to run.
 fn worker_count(settings: &Settings) -> usize {
@@ -75,6 +83,7 @@ fn session_config(settings: &Settings) -> SessionConfig {
         idle_timeout: Duration::from_secs(limits.idle_timeout_s),
         send_queue_max: limits.send_queue_max,
         close_on_expiry: settings.auth.close_on_expiry,
+        max_frame_bytes: settings.server.max_frame_bytes,
     }
 }
 
@@ -208,34 +217,48 @@ pub async fn run(
         metrics: metrics.clone(),
         session_config: Arc::new(session_config(&settings)),
         allowed_origins: settings.server.allowed_origins.clone(),
-        max_frame_bytes: settings.server.max_frame_bytes,
         publish_api_key: Some(settings.api.publish_api_key.clone()).filter(|k| !k.is_empty()),
         trace_user_hash: settings.telemetry.trace_user_id == TraceUserId::Hash,
     });
     let http_metrics = web::Data::new(metrics.http.clone());
     let ws_path = settings.server.ws_path.clone();
-    let server = HttpServer::new(move || {
-        let ws_path = ws_path.clone();
-        let app = App::new()
-            .app_data(state.clone())
-            .app_data(http_metrics.clone());
-        let app = match ingest_status.clone() {
-            Some(status) => app.app_data(status),
-            None => app,
-        };
-        app.wrap(from_fn(correlation::middleware))
+    let upgrade_context = routes::UpgradeContext {
+        state: state.clone(),
+        http_metrics: metrics.http.clone(),
+        ws_path: Arc::from(ws_path.as_str()),
+    };
+    socket2::SockRef::from(&listener)
+        .listen(LISTEN_BACKLOG)
+        .context("cannot set the listen backlog of server.bind")?;
+    let server = actix_server::Server::build()
+        .workers(workers)
+        .max_concurrent_connections(settings.limits.max_connections + ACCEPT_MARGIN)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen("http", listener, move || {
+            let ws_path = ws_path.clone();
+            let app = App::new()
+                .app_data(state.clone())
+                .app_data(http_metrics.clone());
+            let app = match ingest_status.clone() {
+                Some(status) => app.app_data(status),
+                None => app,
+            }
+            .wrap(from_fn(correlation::middleware))
             .wrap(TracingLogger::<RedactingRootSpan>::new())
-            .configure(move |cfg| routes::configure(cfg, &ws_path))
-    })
-    .workers(workers)
-    .max_connections(settings.limits.max_connections + ACCEPT_MARGIN)
-    .backlog(4096)
-    .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
-    .disable_signals()
-    .shutdown_timeout(1)
-    .listen(listener)
-    .context("cannot listen on server.bind")?
-    .run();
+            .configure(move |cfg| routes::configure(cfg, &ws_path));
+            let upgrade_context = upgrade_context.clone();
+            let upgrade = fn_service(move |(req, framed)| {
+                routes::upgrade(upgrade_context.clone(), req, framed)
+            });
+            HttpService::build()
+                .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+                .upgrade(upgrade)
+                .finish(map_config(app, |()| AppConfig::default()))
+                .tcp()
+        })
+        .context("cannot listen on server.bind")?
+        .run();
     let handle = server.handle();
     let serving = actix_web::rt::spawn(server);
 

@@ -24,8 +24,6 @@ pub struct AppState {
     pub session_config: Arc<SessionConfig>,
     /// Browser origins allowed to connect; empty allows all.
     pub allowed_origins: Vec<String>,
-    /// Largest client frame (and reassembled message).
-    pub max_frame_bytes: usize,
     /// The publish API key; `None` disables the endpoint.
     pub publish_api_key: Option<String>,
     /// Record a hash of the user id on connect spans.

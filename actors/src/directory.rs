@@ -53,14 +53,50 @@ pub struct Disconnect {
     pub conn: ConnId,
 }
 
-/// A message from the broker for one user.
+/// Whose broker message it is, as the broker has it: a user id, or the channel name it arrived
+/// on (taken over without a copy) with the channel prefix to skip.
+#[derive(Debug)]
+pub enum RouteUser {
+    /// A user id (in-process broker, publish API).
+    Id(UserId),
+    /// `ws:{user}` as received from Redis; the user id starts at `skip`.
+    Channel {
+        /// The whole channel name.
+        name: String,
+        /// Length of the channel prefix.
+        skip: usize,
+    },
+}
+
+impl RouteUser {
+    /// The user of a channel named `prefix` + user id, or `None` for any other channel (or a
+    /// name that is not UTF-8).
+    pub fn from_channel(channel: Vec<u8>, prefix: &str) -> Option<Self> {
+        if !channel.starts_with(prefix.as_bytes()) {
+            return None;
+        }
+        let name = String::from_utf8(channel).ok()?;
+        Some(RouteUser::Channel {
+            name,
+            skip: prefix.len(),
+        })
+    }
+
+    /// The user id.
+    pub fn as_str(&self) -> &str {
+        match self {
+            RouteUser::Id(user) => user.as_str(),
+            RouteUser::Channel { name, skip } => name.get(*skip..).unwrap_or_default(),
+        }
+    }
+}
+
+/// Broker messages for users of one shard, in the order the broker delivered them.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct Route {
-    /// Whose channel it came from.
-    pub user: UserId,
-    /// The bytes.
-    pub payload: Payload,
+pub struct RouteBatch {
+    /// Each user with its message.
+    pub routes: Vec<(RouteUser, Payload)>,
 }
 
 /// A hub reports that it has no session left after `joins_seen` joins.
@@ -150,12 +186,15 @@ impl DirectoryShard {
 /// Messages from the broker that may wait for a shard before new ones are dropped (and counted):
 /// when publishers outrun the node, memory stays bounded and the broker is still read at once.
 pub const ROUTE_QUEUE_MAX: usize = 65_536;
+/// Most messages in one [`RouteBatch`]: one mailbox envelope and one wake-up of the shard's
+/// thread carry up to this many.
+pub const ROUTE_BATCH_MAX: usize = 64;
 
 impl Actor for DirectoryShard {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(ROUTE_QUEUE_MAX);
+        ctx.set_mailbox_capacity(ROUTE_QUEUE_MAX / ROUTE_BATCH_MAX);
     }
 }
 
@@ -203,22 +242,27 @@ impl Handler<Disconnect> for DirectoryShard {
     }
 }
 
-impl Handler<Route> for DirectoryShard {
-    type Result = ();
-
-    fn handle(&mut self, route: Route, _: &mut Context<Self>) {
-        self.metrics
-            .message_size
-            .observe(route.payload.len() as f64);
-        match self.hubs.get(&route.user) {
-            Some(entry) => entry.addr.do_send(Fanout {
-                payload: route.payload,
-            }),
+impl DirectoryShard {
+    /// Hands one message to the user's hub, or counts it dropped when the user has none here.
+    fn route(&self, user: &str, payload: Payload) {
+        self.metrics.message_size.observe(payload.len() as f64);
+        match self.hubs.get(user) {
+            Some(entry) => entry.addr.do_send(Fanout { payload }),
             None => self
                 .metrics
                 .messages_dropped
                 .with_label_values(&["no_session"])
                 .inc(),
+        }
+    }
+}
+
+impl Handler<RouteBatch> for DirectoryShard {
+    type Result = ();
+
+    fn handle(&mut self, batch: RouteBatch, _: &mut Context<Self>) {
+        for (user, payload) in batch.routes {
+            self.route(user.as_str(), payload);
         }
     }
 }
@@ -303,11 +347,14 @@ impl Directory {
         }
     }
 
-    fn shard_of(&self, user: &UserId) -> &Addr<DirectoryShard> {
+    fn shard_index(&self, user: &str) -> usize {
         let mut hasher = DefaultHasher::new();
         user.hash(&mut hasher);
-        let index = (hasher.finish() % self.shards.len() as u64) as usize;
-        &self.shards[index]
+        (hasher.finish() % self.shards.len() as u64) as usize
+    }
+
+    fn shard_of(&self, user: &UserId) -> &Addr<DirectoryShard> {
+        &self.shards[self.shard_index(user.as_str())]
     }
 
     /// Asks the user's hub to admit a session; the answer goes to `link.control`.
@@ -321,9 +368,34 @@ impl Directory {
     }
 
     /// Hands a broker message to the user's hub, if the user has one here. Never waits: when
-    /// the shard is [`ROUTE_QUEUE_MAX`] messages behind, the message is dropped and counted.
+    /// the shard is about [`ROUTE_QUEUE_MAX`] messages behind, the message is dropped and counted.
     pub fn route(&self, user: UserId, payload: Payload) {
-        if let Err(error) = self.shard_of(&user).try_send(Route { user, payload }) {
+        self.route_all([(RouteUser::Id(user), payload)]);
+    }
+
+    /// Hands many broker messages to their users' hubs: one envelope per shard for up to
+    /// [`ROUTE_BATCH_MAX`] of them, in order per user. Never waits; what a full shard cannot
+    /// take is dropped and counted.
+    pub fn route_all(&self, routes: impl IntoIterator<Item = (RouteUser, Payload)>) {
+        let mut batches: Vec<Vec<(RouteUser, Payload)>> =
+            self.shards.iter().map(|_| Vec::new()).collect();
+        for (user, payload) in routes {
+            let index = self.shard_index(user.as_str());
+            batches[index].push((user, payload));
+            if batches[index].len() == ROUTE_BATCH_MAX {
+                self.send_batch(index, std::mem::take(&mut batches[index]));
+            }
+        }
+        for (index, batch) in batches.into_iter().enumerate() {
+            if !batch.is_empty() {
+                self.send_batch(index, batch);
+            }
+        }
+    }
+
+    fn send_batch(&self, shard: usize, routes: Vec<(RouteUser, Payload)>) {
+        let count = routes.len() as u64;
+        if let Err(error) = self.shards[shard].try_send(RouteBatch { routes }) {
             let reason = match error {
                 SendError::Full(_) => "overload",
                 SendError::Closed(_) => "shutdown",
@@ -331,7 +403,7 @@ impl Directory {
             self.metrics
                 .messages_dropped
                 .with_label_values(&[reason])
-                .inc();
+                .inc_by(count);
         }
     }
 

@@ -20,6 +20,13 @@ impl UserId {
     }
 }
 
+/// Lets maps keyed by user id be searched with a plain `&str` (no allocation per lookup).
+impl std::borrow::Borrow<str> for UserId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Debug for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "UserId({:?})", &*self.0)

@@ -13,6 +13,7 @@
 //! - [`drain`] — the `DrainCoordinator` actor: readiness and graceful drain.
 //! - [`metrics`] — the Prometheus metrics the actors update.
 //! - [`trace`] — the forward-span hook and payload scans for `traceparent` and `ts`.
+//! - [`wire`] — WebSocket frames on a session's own TCP stream: outbox and client frames.
 //! - `ingest` (feature `kafka`) — the Kafka ingest: platform events become notifications.
 
 #![forbid(unsafe_code)]
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod payload;
 pub mod session;
 pub mod trace;
+pub mod wire;
 
 pub use broker::{Broker, BrokerError, BrokerHealth};
 pub use close::{CloseCode, CloseReason, ErrorCode};
@@ -39,4 +41,4 @@ pub use ids::{ConnId, UserId};
 pub use limiter::{ConnectionLimiter, ConnectionPermit};
 pub use metrics::RelayMetrics;
 pub use payload::Payload;
-pub use session::{Session, SessionConfig, SessionParams};
+pub use session::{Session, SessionConfig, SessionParams, Upgraded};

@@ -1,18 +1,21 @@
-//! The `Session` actor: one WebSocket. It owns the socket's deadlines (heartbeat, idle, token
-//! expiry), its bounded outbound queue and the close contract. It knows nothing of brokers: it
-//! joins its user's hub through the directory and receives [`Deliver`] messages from it.
+//! The `Session` actor: one WebSocket. It owns the socket itself (the TCP stream, taken out of
+//! the HTTP layer at the upgrade), its deadlines (heartbeat, idle, token expiry), its bounded
+//! outbox and the close contract. It knows nothing of brokers: it joins its user's hub through
+//! the directory and receives [`Deliver`] messages from it.
 //!
-//! Writing to the socket is done by a writer task that owns the `actix_ws::Session`, fed by a
-//! bounded queue. A full queue means the client does not read: the session closes it with 4009
-//! and drops what was queued, so one stuck client never holds memory or slows anyone else.
+//! A delivered message is written to the socket at once, from the session's own thread, with
+//! no task or channel in between; when the kernel's send buffer is full, frames wait in the
+//! [`Outbox`] and go out together once the socket is writable. An outbox that reaches
+//! `send_queue_max` frames means the client does not read: the session drops them and closes
+//! with 4009, so one stuck client never holds memory or slows anyone else.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, ProtocolError};
-use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpStream;
 
 use crate::close::{CloseCode, CloseReason};
 use crate::directory::Directory;
@@ -20,13 +23,13 @@ use crate::hub::{Deliver, JoinRefusal, SessionControl, SessionLink};
 use crate::ids::{ConnId, UserId};
 use crate::limiter::ConnectionPermit;
 use crate::metrics::RelayMetrics;
-use crate::payload::Payload;
+use crate::wire::{ClientFrame, ClientFrames, Flushed, OutFrame, Outbox, ReadError};
 
-/// How long a closing session may take to flush its queue and close frame to a slow client.
+/// How long a closing session may take to flush its outbox and close frame to a slow client.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
-/// How long the writer keeps trying to hand a close frame to a stuck socket after its queue was
-/// dropped; if the client reads again in that time it sees the 4009, else the socket is dropped.
-const ABORT_CLOSE_DEADLINE: Duration = Duration::from_secs(5);
+/// How long the socket stays open after the close frame, for the client's close and FIN; then
+/// the server drops the connection.
+const CLOSE_LINGER: Duration = Duration::from_millis(200);
 
 /// Per-session limits, shared by every session of the node.
 #[derive(Clone, Debug)]
@@ -41,6 +44,8 @@ pub struct SessionConfig {
     pub send_queue_max: usize,
     /// Close with 4001 when the token expires.
     pub close_on_expiry: bool,
+    /// Largest client frame, and largest message reassembled from continuations.
+    pub max_frame_bytes: usize,
 }
 
 /// Everything a session is started with.
@@ -63,56 +68,80 @@ pub struct SessionParams {
     pub metrics: RelayMetrics,
 }
 
-/// What the writer task sends, in order.
-#[derive(Debug)]
-enum Outbound {
-    Frame(Payload),
-    Ping,
-    Pong(Bytes),
-    Close(CloseReason),
+/// A socket whose upgrade request was accepted, handed over by the HTTP layer.
+pub struct Upgraded {
+    /// The connection.
+    pub stream: TcpStream,
+    /// The HTTP 101 answer, written before anything else.
+    pub handshake: Bytes,
+    /// Bytes the client sent after its upgrade request, already read by the HTTP layer.
+    pub read_ahead: BytesMut,
+}
+
+/// Where a session is in its close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Delivering.
+    Open,
+    /// A close frame is queued; nothing else is.
+    Closing,
+    /// The close frame is written and our side shut; waiting for the client to hang up.
+    Closed,
 }
 
 /// One WebSocket connection.
 pub struct Session {
     params: SessionParams,
-    outbound: mpsc::Sender<Outbound>,
-    abort: Option<oneshot::Sender<CloseReason>>,
+    socket: Rc<TcpStream>,
+    outbox: Outbox,
+    /// A wait for writability is pending.
+    write_blocked: bool,
     started_at: Instant,
     last_heard: Instant,
     ping_sent_at: Option<Instant>,
-    closing: bool,
+    phase: Phase,
+    /// Whether the hub has been told the session left.
+    left: bool,
+    /// Whether the close was counted (a session that ends without one counts as abnormal).
+    close_recorded: bool,
 }
 
 impl Session {
-    /// Starts the session actor and its writer task for an upgraded socket.
-    pub fn start(
-        params: SessionParams,
-        socket: actix_ws::Session,
-        incoming: AggregatedMessageStream,
-    ) -> Addr<Session> {
-        let (outbound, queue) = mpsc::channel(params.config.send_queue_max.max(1));
-        let (abort, abort_rx) = oneshot::channel();
-        actix::spawn(write_loop(socket, queue, abort_rx));
+    /// Starts the session actor on the current arbiter for an upgraded socket.
+    pub fn start(params: SessionParams, upgraded: Upgraded) -> Addr<Session> {
+        let _ = upgraded.stream.set_nodelay(true);
+        let socket = Rc::new(upgraded.stream);
+        let frames = ClientFrames::new(
+            Rc::clone(&socket),
+            upgraded.read_ahead,
+            params.config.max_frame_bytes,
+        );
+        let mut outbox = Outbox::default();
+        outbox.push(OutFrame::raw(upgraded.handshake));
         let now = Instant::now();
         Session::create(move |ctx| {
-            ctx.add_stream(incoming);
+            ctx.add_stream(frames);
             Session {
                 params,
-                outbound,
-                abort: Some(abort),
+                socket,
+                outbox,
+                write_blocked: false,
                 started_at: now,
                 last_heard: now,
                 ping_sent_at: None,
-                closing: false,
+                phase: Phase::Open,
+                left: false,
+                close_recorded: false,
             }
         })
     }
 
+    /// Closes with `code`: what is queued still goes out (except for a slow consumer, whose
+    /// queue is dropped), then the close frame, then the connection.
     fn close(&mut self, ctx: &mut Context<Self>, code: CloseCode, message: &str) {
-        if self.closing {
+        if self.phase != Phase::Open {
             return;
         }
-        self.closing = true;
         let reason = CloseReason::new(code, message, &self.params.correlation_id);
         self.record_close(code.label());
         tracing::info!(
@@ -122,57 +151,109 @@ impl Session {
             message,
             "closing session"
         );
-        match self.outbound.try_send(Outbound::Close(reason.clone())) {
-            Ok(()) => self.arm_flush_deadline(reason),
-            Err(_) => self.abort_writer(reason),
+        if code == CloseCode::SlowConsumer {
+            self.outbox.drop_unstarted();
         }
-        ctx.stop();
+        self.send_close(ctx, &reason);
     }
 
-    /// Drops whatever is queued and closes the socket now.
-    fn abort_writer(&mut self, reason: CloseReason) {
-        if let Some(abort) = self.abort.take() {
-            let _ = abort.send(reason);
-        }
+    /// Queues the close frame, leaves the hub and bounds the time left to flush.
+    fn send_close(&mut self, ctx: &mut Context<Self>, reason: &CloseReason) {
+        self.phase = Phase::Closing;
+        self.leave_hub();
+        self.outbox.push(OutFrame::close(reason));
+        ctx.run_later(FLUSH_DEADLINE, |_, ctx| ctx.stop());
+        self.flush(ctx);
     }
 
-    /// Gives the writer a bounded time to flush the queue and the close frame.
-    fn arm_flush_deadline(&mut self, reason: CloseReason) {
-        if let Some(mut abort) = self.abort.take() {
-            actix::spawn(async move {
-                tokio::select! {
-                    _ = tokio::time::sleep(FLUSH_DEADLINE) => { let _ = abort.send(reason); }
-                    _ = abort.closed() => {}
-                }
-            });
+    /// The session is over for everyone but the socket: the hub forgets it and the metrics
+    /// count it closed (the socket itself may linger a moment to flush its close).
+    fn leave_hub(&mut self) {
+        if self.left {
+            return;
         }
-    }
-
-    fn record_close(&self, code_label: &str) {
+        self.left = true;
+        self.params
+            .directory
+            .leave(self.params.user.clone(), self.params.conn);
         let metrics = &self.params.metrics;
+        metrics.connections_active.dec();
         metrics
+            .connection_duration
+            .observe(self.started_at.elapsed().as_secs_f64());
+    }
+
+    fn record_close(&mut self, code_label: &str) {
+        self.close_recorded = true;
+        self.params
+            .metrics
             .connections_closed
             .with_label_values(&[code_label])
             .inc();
+    }
+
+    /// Writes what the kernel takes now; waits for writability when it takes no more.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.write_blocked {
+            return;
+        }
+        match self.outbox.write_to(&self.socket) {
+            Ok(Flushed::All) => {
+                if self.phase == Phase::Closing {
+                    self.shut_down(ctx);
+                }
+            }
+            Ok(Flushed::Blocked) => self.wait_writable(ctx),
+            Err(error) => self.lost(ctx, &error),
+        }
+    }
+
+    fn wait_writable(&mut self, ctx: &mut Context<Self>) {
+        self.write_blocked = true;
+        let socket = Rc::clone(&self.socket);
+        let writable = async move { socket.writable().await };
+        ctx.spawn(writable.into_actor(self).map(|result, session, ctx| {
+            session.write_blocked = false;
+            match result {
+                Ok(()) => session.flush(ctx),
+                Err(error) => session.lost(ctx, &error),
+            }
+        }));
+    }
+
+    /// The close frame is out: end our side and give the client a moment to hang up.
+    fn shut_down(&mut self, ctx: &mut Context<Self>) {
+        self.phase = Phase::Closed;
+        let _ = socket2::SockRef::from(&*self.socket).shutdown(std::net::Shutdown::Write);
+        ctx.run_later(CLOSE_LINGER, |_, ctx| ctx.stop());
+    }
+
+    /// The connection failed under us: nothing more can be sent.
+    fn lost(&mut self, ctx: &mut Context<Self>, error: &std::io::Error) {
+        tracing::debug!(conn = self.params.conn.get(), %error, "socket lost");
+        ctx.stop();
     }
 
     fn heard(&mut self) {
         self.last_heard = Instant::now();
     }
 
-    fn enqueue(&mut self, ctx: &mut Context<Self>, frame: Outbound) {
-        match self.outbound.try_send(frame) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.params
-                    .metrics
-                    .messages_dropped
-                    .with_label_values(&["slow_consumer"])
-                    .inc();
-                self.close(ctx, CloseCode::SlowConsumer, "send queue full");
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => ctx.stop(),
+    /// Queues a frame unless the outbox is full, in which case the client is a slow consumer.
+    fn enqueue(&mut self, ctx: &mut Context<Self>, frame: OutFrame) {
+        if self.phase != Phase::Open {
+            return;
         }
+        if self.outbox.len() >= self.params.config.send_queue_max.max(1) {
+            self.params
+                .metrics
+                .messages_dropped
+                .with_label_values(&["slow_consumer"])
+                .inc();
+            self.close(ctx, CloseCode::SlowConsumer, "send queue full");
+            return;
+        }
+        self.outbox.push(frame);
+        self.flush(ctx);
     }
 
     fn schedule_heartbeat(&self, ctx: &mut Context<Self>) {
@@ -191,7 +272,7 @@ impl Session {
                 }
             });
         }
-        self.enqueue(ctx, Outbound::Ping);
+        self.enqueue(ctx, OutFrame::ping());
     }
 
     fn schedule_idle_check(&self, ctx: &mut Context<Self>, after: Duration) {
@@ -234,40 +315,40 @@ impl Session {
         }
     }
 
-    fn on_client_frame(&mut self, ctx: &mut Context<Self>, message: AggregatedMessage) {
+    fn on_client_frame(&mut self, ctx: &mut Context<Self>, frame: ClientFrame) {
         self.heard();
-        match message {
-            AggregatedMessage::Text(_) => {}
-            AggregatedMessage::Binary(_) => {
+        match frame {
+            ClientFrame::Text => {}
+            ClientFrame::Binary => {
                 self.close(ctx, CloseCode::Unsupported, "binary frames refused");
             }
-            AggregatedMessage::Ping(bytes) => self.enqueue(ctx, Outbound::Pong(bytes)),
-            AggregatedMessage::Pong(_) => self.ping_sent_at = None,
-            AggregatedMessage::Close(_) => {
-                self.closing = true;
+            ClientFrame::Ping(bytes) => self.enqueue(ctx, OutFrame::pong(bytes)),
+            ClientFrame::Pong => self.ping_sent_at = None,
+            ClientFrame::Close => self.on_client_close(ctx),
+        }
+    }
+
+    /// The client's close: answered with a normal close, or, when it answers ours, the end.
+    fn on_client_close(&mut self, ctx: &mut Context<Self>) {
+        match self.phase {
+            Phase::Open => {
                 self.record_close("client");
-                let _ = self
-                    .outbound
-                    .try_send(Outbound::Close(CloseReason::normal()));
-                ctx.stop();
+                self.send_close(ctx, &CloseReason::normal());
             }
+            Phase::Closing => {}
+            Phase::Closed => ctx.stop(),
         }
     }
 
-    fn on_protocol_error(&mut self, ctx: &mut Context<Self>, error: &ProtocolError) {
-        if is_oversize(error) {
-            self.close(ctx, CloseCode::TooBig, "frame too large");
-        } else {
-            self.close(ctx, CloseCode::ProtocolError, "protocol error");
+    fn on_read_error(&mut self, ctx: &mut Context<Self>, error: &ReadError) {
+        match error {
+            ReadError::TooBig { .. } => self.close(ctx, CloseCode::TooBig, "frame too large"),
+            ReadError::Protocol(detail) => {
+                tracing::debug!(conn = self.params.conn.get(), detail, "protocol error");
+                self.close(ctx, CloseCode::ProtocolError, "protocol error");
+            }
+            ReadError::Io(error) => self.lost(ctx, error),
         }
-    }
-}
-
-fn is_oversize(error: &ProtocolError) -> bool {
-    match error {
-        ProtocolError::Overflow => true,
-        ProtocolError::Io(io) => io.to_string().contains("maximum continuation size"),
-        _ => false,
     }
 }
 
@@ -287,20 +368,14 @@ impl Actor for Session {
         self.schedule_heartbeat(ctx);
         self.schedule_idle_check(ctx, self.params.config.idle_timeout);
         self.schedule_expiry(ctx);
+        self.flush(ctx);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        let metrics = &self.params.metrics;
-        metrics.connections_active.dec();
-        metrics
-            .connection_duration
-            .observe(self.started_at.elapsed().as_secs_f64());
-        if !self.closing {
+        if !self.close_recorded {
             self.record_close("abnormal");
         }
-        self.params
-            .directory
-            .leave(self.params.user.clone(), self.params.conn);
+        self.leave_hub();
     }
 }
 
@@ -308,9 +383,7 @@ impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, deliver: Deliver, ctx: &mut Context<Self>) {
-        if !self.closing {
-            self.enqueue(ctx, Outbound::Frame(deliver.payload));
-        }
+        self.enqueue(ctx, OutFrame::message(&deliver.payload));
     }
 }
 
@@ -330,59 +403,16 @@ impl Handler<SessionControl> for Session {
     }
 }
 
-impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Session {
-    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
+impl StreamHandler<Result<ClientFrame, ReadError>> for Session {
+    fn handle(&mut self, item: Result<ClientFrame, ReadError>, ctx: &mut Context<Self>) {
         match item {
-            Ok(message) => self.on_client_frame(ctx, message),
-            Err(error) => self.on_protocol_error(ctx, &error),
+            Ok(frame) => self.on_client_frame(ctx, frame),
+            Err(error) => self.on_read_error(ctx, &error),
         }
     }
 
+    /// The client hung up (or the read side failed): nothing more will come.
     fn finished(&mut self, ctx: &mut Context<Self>) {
         ctx.stop();
-    }
-}
-
-/// Owns the socket's sending half: writes queued frames in order until the queue closes or a
-/// close frame is written; on abort, drops the queue and tries briefly to send the close.
-async fn write_loop(
-    mut socket: actix_ws::Session,
-    mut queue: mpsc::Receiver<Outbound>,
-    mut abort: oneshot::Receiver<CloseReason>,
-) {
-    let aborted = tokio::select! {
-        biased;
-        Ok(reason) = &mut abort => Some(reason),
-        _ = pump(&mut socket, &mut queue) => None,
-    };
-    if let Some(reason) = aborted {
-        drop(queue);
-        let close = socket.close(Some(to_ws_reason(&reason)));
-        let _ = tokio::time::timeout(ABORT_CLOSE_DEADLINE, close).await;
-    }
-}
-
-async fn pump(
-    socket: &mut actix_ws::Session,
-    queue: &mut mpsc::Receiver<Outbound>,
-) -> Result<(), actix_ws::Closed> {
-    while let Some(frame) = queue.recv().await {
-        match frame {
-            Outbound::Frame(Payload::Text(text)) => socket.text(text).await?,
-            Outbound::Frame(Payload::Binary(bytes)) => socket.binary(bytes).await?,
-            Outbound::Ping => socket.ping(b"").await?,
-            Outbound::Pong(bytes) => socket.pong(&bytes).await?,
-            Outbound::Close(reason) => {
-                return socket.clone().close(Some(to_ws_reason(&reason))).await;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn to_ws_reason(reason: &CloseReason) -> actix_ws::CloseReason {
-    actix_ws::CloseReason {
-        code: reason.code.code().into(),
-        description: (!reason.reason.is_empty()).then(|| reason.reason.clone()),
     }
 }

@@ -3,9 +3,15 @@
 //! costs nothing otherwise), and cheap byte scans that find a W3C `traceparent` and a publish
 //! timestamp `ts` in a JSON payload without parsing it.
 
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use memchr::memmem;
+use memchr::memmem::Finder;
+
+/// Searchers built once: building one per message cost more than the search itself.
+static TS_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"ts\""));
+static TRACEPARENT_KEY: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(b"\"traceparent\""));
 
 /// Makes the span of one message's fan-out. Implemented by the server with OpenTelemetry.
 pub trait ForwardTracer: Send + Sync {
@@ -17,7 +23,7 @@ pub trait ForwardTracer: Send + Sync {
 /// The value of the first `"traceparent":"…"` in a JSON payload (top level or nested, e.g.
 /// under `metadata`), when it has the W3C shape `vv-<32 hex>-<16 hex>-ff`.
 pub fn find_traceparent(payload: &[u8]) -> Option<&str> {
-    let value = string_value(payload, b"\"traceparent\"")?;
+    let value = string_value(payload, &TRACEPARENT_KEY)?;
     is_traceparent(value).then_some(value)
 }
 
@@ -34,9 +40,9 @@ fn is_traceparent(value: &str) -> bool {
 /// When the message was published, from a `"ts"` field: a number of Unix seconds, milliseconds
 /// or microseconds (told apart by magnitude), or an RFC 3339 string.
 pub fn find_timestamp(payload: &[u8]) -> Option<SystemTime> {
-    let key = b"\"ts\"";
-    let at = memmem::find(payload, key)?;
-    let rest = skip_colon(&payload[at + key.len()..])?;
+    let key = &*TS_KEY;
+    let at = key.find(payload)?;
+    let rest = skip_colon(&payload[at + key.needle().len()..])?;
     if let Some(text) = rest.strip_prefix(b"\"") {
         let end = memchr::memchr(b'"', text)?;
         let text = std::str::from_utf8(&text[..end]).ok()?;
@@ -68,9 +74,9 @@ fn trim_start(bytes: &[u8]) -> &[u8] {
     &bytes[skip..]
 }
 
-fn string_value<'a>(payload: &'a [u8], key: &[u8]) -> Option<&'a str> {
-    let at = memmem::find(payload, key)?;
-    let rest = skip_colon(&payload[at + key.len()..])?;
+fn string_value<'a>(payload: &'a [u8], key: &Finder<'_>) -> Option<&'a str> {
+    let at = key.find(payload)?;
+    let rest = skip_colon(&payload[at + key.needle().len()..])?;
     let text = rest.strip_prefix(b"\"")?;
     let end = memchr::memchr(b'"', text)?;
     std::str::from_utf8(&text[..end]).ok()

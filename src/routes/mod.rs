@@ -6,6 +6,7 @@ mod publish;
 mod ws;
 
 pub use health::IngestStatus;
+pub use ws::{upgrade, UpgradeContext};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use ws_actors::ErrorCode;
@@ -15,7 +16,7 @@ use crate::errors::ApiError;
 
 /// Registers every route; `ws_path` is where the WebSocket upgrade lives.
 pub fn configure(cfg: &mut web::ServiceConfig, ws_path: &str) {
-    cfg.route(ws_path, web::get().to(ws::upgrade))
+    cfg.route(ws_path, web::get().to(ws::not_an_upgrade))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))

@@ -1,24 +1,199 @@
-//! `GET /ws`: the WebSocket upgrade. Everything that can refuse a socket happens here, before a
-//! session actor exists: draining (503 before the upgrade), origin, token, global cap (each an
-//! upgrade followed at once by a close with the code and JSON reason of the contract, so that a
-//! browser sees why). Only an accepted socket becomes a `Session`.
+//! The WebSocket upgrade. actix-http hands every request that asks for `Upgrade: websocket`
+//! here together with its TCP stream, so an accepted socket leaves the HTTP/1 dispatcher (and
+//! its two 8 KiB buffers) for good and is owned by its `Session` actor alone.
+//!
+//! Everything that can refuse a socket happens before a session exists: a wrong path (404) or a
+//! malformed upgrade (400), draining (503 before the upgrade), then origin, token and global
+//! cap, each answered by an upgrade followed at once by a close with the code and JSON reason
+//! of the contract, so that a browser sees why. Each upgrade request is counted and logged like
+//! any other HTTP request (route, status, correlation id, the token redacted).
 
-use std::time::{Duration, SystemTime};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
-use actix_web::http::header;
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
-use ws_actors::{CloseCode, CloseReason, ConnId, ErrorCode, Session, SessionParams, UserId};
+use actix_codec::Framed;
+use actix_http::header::{self, HeaderMap};
+use actix_http::{h1, Request, RequestHead};
+use actix_web::web;
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use ws_actors::wire::OutFrame;
+use ws_actors::{
+    CloseCode, CloseReason, ConnId, ErrorCode, Session, SessionParams, Upgraded, UserId,
+};
 
 use crate::auth::{AuthError, VerifiedToken};
-use crate::correlation::CorrelationId;
+use crate::correlation::{self, CorrelationId};
 use crate::errors::ApiError;
+use crate::http_spans::redacted_target;
+use crate::metrics::HttpMetrics;
 use crate::state::AppState;
-use crate::telemetry::SPAN_TARGET;
+use crate::telemetry::{remote_context, SPAN_TARGET};
 
 /// The subprotocol that carries a token: `Sec-WebSocket-Protocol: bearer, <JWT>`.
 const BEARER_PROTOCOL: &str = "bearer";
-/// How long a refused socket is kept to deliver its close frame.
+/// How long a refused connection is kept to deliver its answer and see the client hang up.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+/// The route label of upgrade requests to any other path.
+const UNMATCHED: &str = "unmatched";
+
+/// What the upgrade handler needs; one per HTTP worker, cheap to clone.
+#[derive(Clone)]
+pub struct UpgradeContext {
+    /// The shared server state.
+    pub state: web::Data<AppState>,
+    /// Request counters.
+    pub http_metrics: HttpMetrics,
+    /// Where WebSockets are accepted (`server.ws_path`).
+    pub ws_path: Arc<str>,
+}
+
+/// What becomes of one upgrade request.
+enum Answer {
+    /// An HTTP error; the connection closes after it.
+    Error(ApiError),
+    /// Upgraded and closed at once with this reason.
+    Refuse {
+        handshake: Bytes,
+        close: CloseReason,
+    },
+    /// Upgraded: a session takes the socket.
+    Accept {
+        handshake: Bytes,
+        params: Box<SessionParams>,
+    },
+}
+
+impl Answer {
+    fn status(&self) -> u16 {
+        match self {
+            Answer::Error(error) => actix_web::ResponseError::status_code(error).as_u16(),
+            Answer::Refuse { .. } | Answer::Accept { .. } => 101,
+        }
+    }
+}
+
+/// The upgrade service: answers the request and hands the socket on. Never fails: every error
+/// is answered to the client.
+pub async fn upgrade(
+    context: UpgradeContext,
+    req: Request,
+    framed: Framed<TcpStream, h1::Codec>,
+) -> Result<(), actix_http::Error> {
+    let started = Instant::now();
+    let head = req.head();
+    let cid = correlation_id(&head.headers);
+    let route: &str = if head.uri.path() == &*context.ws_path {
+        &context.ws_path
+    } else {
+        UNMATCHED
+    };
+    let target = redacted_target(head.uri.path(), head.uri.query().unwrap_or(""));
+    let span = request_span(head, route, &target);
+    let answer = span.in_scope(|| decide(&context, head, route, &cid));
+    let status = answer.status();
+    span.record("http.status_code", status);
+    context
+        .http_metrics
+        .observe(route, status, started.elapsed());
+    tracing::debug!(
+        parent: &span,
+        method = %head.method,
+        route,
+        target = %target,
+        status,
+        correlation_id = cid.as_str(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "http request"
+    );
+    let parts = framed.into_parts();
+    match answer {
+        Answer::Error(error) => {
+            actix_web::rt::spawn(answer_and_close(parts.io, error.http1_response().into()));
+        }
+        Answer::Refuse { handshake, close } => {
+            let mut bytes = handshake.to_vec();
+            let frame = OutFrame::close(&close);
+            frame.write_into(&mut bytes);
+            actix_web::rt::spawn(answer_and_close(parts.io, bytes.into()));
+        }
+        Answer::Accept { handshake, params } => {
+            let upgraded = Upgraded {
+                stream: parts.io,
+                handshake,
+                read_ahead: parts.read_buf,
+            };
+            Session::start(*params, upgraded);
+        }
+    }
+    Ok(())
+}
+
+fn correlation_id(headers: &HeaderMap) -> CorrelationId {
+    headers
+        .get(correlation::HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(CorrelationId::from_header)
+        .unwrap_or_else(CorrelationId::generate)
+}
+
+/// The request's root span, like every other HTTP request's: no header, the token redacted.
+fn request_span(head: &RequestHead, route: &str, target: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "HTTP request",
+        otel.name = %format!("{} {}", head.method, route),
+        otel.kind = "server",
+        http.request.method = %head.method,
+        http.route = %route,
+        url.path_and_query = %target,
+        http.status_code = tracing::field::Empty,
+    );
+    let traceparent = head
+        .headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok());
+    if let Some(traceparent) = traceparent {
+        let _ = span.set_parent(remote_context(traceparent));
+    }
+    span
+}
+
+/// Writes `bytes`, ends our side, and waits (bounded) for the client to hang up, so that the
+/// answer is read before the connection goes.
+async fn answer_and_close(mut stream: TcpStream, bytes: Bytes) {
+    let linger = async {
+        stream.write_all(&bytes).await?;
+        socket2::SockRef::from(&stream).shutdown(Shutdown::Write)?;
+        let mut sink = [0u8; 512];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(REFUSAL_LINGER, linger).await;
+}
+
+/// A plain GET of the WebSocket path (no `Upgrade: websocket`, so actix-web routes it here):
+/// 503 while draining, else 400.
+pub async fn not_an_upgrade(
+    state: web::Data<AppState>,
+    cid: CorrelationId,
+) -> Result<actix_web::HttpResponse, ApiError> {
+    if state.drain.is_draining() {
+        outcome(&state, "draining");
+        return Err(ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            "server draining",
+            &cid,
+        ));
+    }
+    Err(ApiError::new(
+        ErrorCode::ValidationError,
+        "not a valid WebSocket upgrade: no \"Upgrade: websocket\" header",
+        &cid,
+    ))
+}
 
 /// Where the token came from; the subprotocol must be echoed in the 101 answer.
 struct OfferedToken<'a> {
@@ -26,29 +201,29 @@ struct OfferedToken<'a> {
     bearer_offered: bool,
 }
 
-fn offered_token(req: &HttpRequest) -> OfferedToken<'_> {
-    let (bearer_offered, protocol_token) = protocol_token(req);
-    let token = query_token(req)
+fn offered_token(head: &RequestHead) -> OfferedToken<'_> {
+    let (bearer_offered, protocol_token) = protocol_token(&head.headers);
+    let token = query_token(head.uri.query().unwrap_or(""))
         .or(protocol_token)
-        .or_else(|| header_token(req));
+        .or_else(|| header_token(&head.headers));
     OfferedToken {
         token,
         bearer_offered,
     }
 }
 
-fn query_token(req: &HttpRequest) -> Option<&str> {
-    req.query_string()
+fn query_token(query: &str) -> Option<&str> {
+    query
         .split('&')
         .find_map(|pair| pair.strip_prefix("token="))
         .filter(|token| !token.is_empty())
 }
 
 /// `(bearer offered, token)` from `Sec-WebSocket-Protocol: bearer, <JWT>`.
-fn protocol_token(req: &HttpRequest) -> (bool, Option<&str>) {
+fn protocol_token(headers: &HeaderMap) -> (bool, Option<&str>) {
     let mut offered = false;
     let mut token = None;
-    for value in req.headers().get_all(header::SEC_WEBSOCKET_PROTOCOL) {
+    for value in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL) {
         let Ok(value) = value.to_str() else { continue };
         let mut parts = value.split(',').map(str::trim);
         while let Some(part) = parts.next() {
@@ -61,8 +236,8 @@ fn protocol_token(req: &HttpRequest) -> (bool, Option<&str>) {
     (offered, token)
 }
 
-fn header_token(req: &HttpRequest) -> Option<&str> {
-    req.headers()
+fn header_token(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)?
         .to_str()
         .ok()?
@@ -70,33 +245,15 @@ fn header_token(req: &HttpRequest) -> Option<&str> {
         .map(str::trim)
 }
 
-fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     if allowed.is_empty() {
         return true;
     }
-    match req.headers().get(header::ORIGIN).map(|o| o.to_str()) {
+    match headers.get(header::ORIGIN).map(|o| o.to_str()) {
         None => true, // not a browser: origin checks protect browsers only
         Some(Ok(origin)) => allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)),
         Some(Err(_)) => false,
     }
-}
-
-/// The upgrade handler, inside a `websocket.connect` span that records the outcome.
-pub async fn upgrade(
-    req: HttpRequest,
-    body: web::Payload,
-    state: web::Data<AppState>,
-    cid: CorrelationId,
-) -> Result<HttpResponse, actix_web::Error> {
-    let span = tracing::info_span!(
-        target: SPAN_TARGET,
-        "websocket.connect",
-        correlation_id = cid.as_str(),
-        conn.id = tracing::field::Empty,
-        user.hash = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-    );
-    span.in_scope(|| connect(&req, body, &state, &cid))
 }
 
 /// Counts an upgrade outcome and records it on the connect span.
@@ -129,26 +286,46 @@ fn validate(state: &AppState, token: Option<&str>) -> Result<VerifiedToken, Auth
     })
 }
 
-fn connect(
-    req: &HttpRequest,
-    body: web::Payload,
-    state: &AppState,
+/// Decides the request's fate; a request for the WebSocket path runs in `websocket.connect`.
+fn decide(
+    context: &UpgradeContext,
+    head: &RequestHead,
+    route: &str,
     cid: &CorrelationId,
-) -> Result<HttpResponse, actix_web::Error> {
+) -> Answer {
+    if route == UNMATCHED || head.method != actix_http::Method::GET {
+        let message = format!("no route for {} {}", head.method, head.uri.path());
+        return Answer::Error(ApiError::new(ErrorCode::NotFound, message, cid));
+    }
+    let span = tracing::info_span!(
+        target: SPAN_TARGET,
+        "websocket.connect",
+        correlation_id = cid.as_str(),
+        conn.id = tracing::field::Empty,
+        user.hash = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    span.in_scope(|| connect(&context.state, head, cid))
+}
+
+fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer {
     if state.drain.is_draining() {
         outcome(state, "draining");
-        return Err(ApiError::new(ErrorCode::ServiceUnavailable, "server draining", cid).into());
+        let error = ApiError::new(ErrorCode::ServiceUnavailable, "server draining", cid);
+        return Answer::Error(error);
     }
-    let offered = offered_token(req);
-    let protocols: &[&str] = if offered.bearer_offered {
-        &[BEARER_PROTOCOL]
-    } else {
-        &[]
+    let offered = offered_token(head);
+    let handshake = match handshake(head, offered.bearer_offered, cid) {
+        Ok(handshake) => handshake,
+        Err(error) => return Answer::Error(error),
     };
-    if !origin_allowed(req, &state.allowed_origins) {
+    let refuse = |code, message: &str| Answer::Refuse {
+        handshake: handshake.clone(),
+        close: CloseReason::new(code, message, cid.as_str()),
+    };
+    if !origin_allowed(&head.headers, &state.allowed_origins) {
         outcome(state, "origin_refused");
-        let close = CloseReason::new(CloseCode::PolicyViolation, "origin refused", cid.as_str());
-        return refuse(req, body, protocols, close);
+        return refuse(CloseCode::PolicyViolation, "origin refused");
     }
     let verified = match validate(state, offered.token) {
         Ok(verified) => verified,
@@ -156,8 +333,7 @@ fn connect(
             outcome(state, "auth_failed");
             let reason = error.public_message();
             tracing::info!(correlation_id = cid.as_str(), reason, "token refused");
-            let close = CloseReason::new(CloseCode::PolicyViolation, reason, cid.as_str());
-            return refuse(req, body, protocols, close);
+            return refuse(CloseCode::PolicyViolation, reason);
         }
     };
     if state.trace_user_hash {
@@ -165,14 +341,8 @@ fn connect(
     }
     let Some(permit) = state.limiter.try_acquire() else {
         outcome(state, "quota_global");
-        let close = CloseReason::new(CloseCode::TryAgainLater, "server full", cid.as_str());
-        return refuse(req, body, protocols, close);
+        return refuse(CloseCode::TryAgainLater, "server full");
     };
-    let (response, socket, stream) = handshake(req, body, protocols)?;
-    let incoming = stream
-        .max_frame_size(state.max_frame_bytes)
-        .aggregate_continuations()
-        .max_continuation_size(state.max_frame_bytes);
     let conn = ConnId::next();
     let span = tracing::Span::current();
     span.record("conn.id", conn.get());
@@ -192,88 +362,108 @@ fn connect(
         directory: state.broker.directory().clone(),
         metrics: state.metrics.relay.clone(),
     };
-    Session::start(params, socket, incoming);
-    Ok(response)
+    Answer::Accept {
+        handshake: handshake.clone(),
+        params: Box::new(params),
+    }
 }
 
-/// The WebSocket handshake; a request that is no valid upgrade gets a 400 with the error JSON.
-fn handshake(
-    req: &HttpRequest,
-    body: web::Payload,
-    protocols: &[&str],
-) -> Result<(HttpResponse, actix_ws::Session, actix_ws::MessageStream), ApiError> {
-    actix_ws::handle_with_protocols(req, body, protocols).map_err(|error| {
-        let cid = req
-            .extensions()
-            .get::<CorrelationId>()
-            .cloned()
-            .unwrap_or_else(CorrelationId::generate);
+/// The 101 answer to a valid upgrade request (selecting `bearer` whenever it was offered); a
+/// request that is no valid upgrade gets a 400 with the error JSON.
+fn handshake(head: &RequestHead, bearer: bool, cid: &CorrelationId) -> Result<Bytes, ApiError> {
+    actix_http::ws::verify_handshake(head).map_err(|error| {
         ApiError::new(
             ErrorCode::ValidationError,
             format!("not a valid WebSocket upgrade: {error}"),
-            &cid,
+            cid,
         )
-    })
-}
-
-/// Completes the upgrade only to close at once with `close`, so that the client sees the code
-/// and reason; nothing of the socket outlives the close.
-fn refuse(
-    req: &HttpRequest,
-    body: web::Payload,
-    protocols: &[&str],
-    close: CloseReason,
-) -> Result<HttpResponse, actix_web::Error> {
-    let (response, socket, mut stream) = handshake(req, body, protocols)?;
-    let reason = actix_ws::CloseReason {
-        code: close.code.code().into(),
-        description: Some(close.reason),
-    };
-    actix_web::rt::spawn(async move {
-        let _ = socket.close(Some(reason)).await;
-        let drain = async { while stream.recv().await.is_some() {} };
-        let _ = tokio::time::timeout(REFUSAL_LINGER, drain).await;
-    });
-    Ok(response)
+    })?;
+    let key = head
+        .headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|key| key.as_bytes())
+        .unwrap_or_default();
+    let accept = actix_http::ws::hash_key(key);
+    let mut answer = Vec::with_capacity(192);
+    answer.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+          sec-websocket-accept: ",
+    );
+    answer.extend_from_slice(&accept);
+    if bearer {
+        answer.extend_from_slice(b"\r\nsec-websocket-protocol: ");
+        answer.extend_from_slice(BEARER_PROTOCOL.as_bytes());
+    }
+    answer.extend_from_slice(b"\r\nx-correlation-id: ");
+    answer.extend_from_slice(cid.as_str().as_bytes());
+    answer.extend_from_slice(b"\r\n\r\n");
+    Ok(Bytes::from(answer))
 }
 
 #[cfg(test)]
 mod tests {
+    use actix_http::header::HeaderValue;
     use actix_web::test::TestRequest;
 
     use super::*;
 
+    fn head_of(request: TestRequest) -> RequestHead {
+        request.to_request().head().clone()
+    }
+
     #[test]
     fn token_is_found_in_each_place() {
-        let req = TestRequest::default()
-            .uri("/ws?a=1&token=abc")
-            .to_http_request();
-        assert_eq!(offered_token(&req).token, Some("abc"));
-        let req = TestRequest::default()
-            .insert_header((header::SEC_WEBSOCKET_PROTOCOL, "bearer, xyz"))
-            .to_http_request();
-        let offered = offered_token(&req);
+        let head = head_of(TestRequest::default().uri("/ws?a=1&token=abc"));
+        assert_eq!(offered_token(&head).token, Some("abc"));
+        let head = head_of(
+            TestRequest::default().insert_header((header::SEC_WEBSOCKET_PROTOCOL, "bearer, xyz")),
+        );
+        let offered = offered_token(&head);
         assert_eq!(offered.token, Some("xyz"));
         assert!(offered.bearer_offered);
-        let req = TestRequest::default()
-            .insert_header((header::AUTHORIZATION, "Bearer t0k"))
-            .to_http_request();
-        assert_eq!(offered_token(&req).token, Some("t0k"));
-        let req = TestRequest::default().uri("/ws").to_http_request();
-        assert_eq!(offered_token(&req).token, None);
+        let head =
+            head_of(TestRequest::default().insert_header((header::AUTHORIZATION, "Bearer t0k")));
+        assert_eq!(offered_token(&head).token, Some("t0k"));
+        let head = head_of(TestRequest::default().uri("/ws"));
+        assert_eq!(offered_token(&head).token, None);
     }
 
     #[test]
     fn origin_is_checked_only_when_configured() {
         let allowed = vec!["https://app.example".to_owned()];
-        let good = TestRequest::default()
-            .insert_header((header::ORIGIN, "https://app.example"))
-            .to_http_request();
-        let bad = TestRequest::default()
-            .insert_header((header::ORIGIN, "https://evil.example"))
-            .to_http_request();
+        let mut good = HeaderMap::new();
+        good.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://app.example"),
+        );
+        let mut bad = HeaderMap::new();
+        bad.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
         assert!(origin_allowed(&good, &allowed));
         assert!(!origin_allowed(&bad, &allowed));
         assert!(origin_allowed(&bad, &[]));
+    }
+
+    #[test]
+    fn the_101_answer_accepts_the_key_and_selects_bearer() {
+        let head = head_of(
+            TestRequest::default()
+                .insert_header((header::UPGRADE, "websocket"))
+                .insert_header((header::CONNECTION, "Upgrade"))
+                .insert_header((header::SEC_WEBSOCKET_VERSION, "13"))
+                .insert_header((header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==")),
+        );
+        let cid = CorrelationId::from_header("cid-1");
+        let answer = handshake(&head, true, &cid).expect("valid upgrade");
+        let text = std::str::from_utf8(&answer).expect("ascii");
+        assert!(text.starts_with("HTTP/1.1 101 "));
+        // The example key and accept value of RFC 6455 section 1.3.
+        assert!(text.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(text.contains("sec-websocket-protocol: bearer\r\n"));
+        assert!(text.ends_with("x-correlation-id: cid-1\r\n\r\n"));
+        let plain = head_of(TestRequest::default());
+        assert!(handshake(&plain, false, &cid).is_err());
     }
 }

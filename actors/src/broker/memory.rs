@@ -5,7 +5,7 @@ use bytes::Bytes;
 use futures_util::future::{self, BoxFuture};
 
 use super::{BrokerError, Publish};
-use crate::directory::Directory;
+use crate::directory::{Directory, RouteUser};
 use crate::ids::UserId;
 use crate::payload::Payload;
 
@@ -28,9 +28,10 @@ impl Publish for MemoryPublisher {
         payload: Bytes,
     ) -> BoxFuture<'static, Result<(), BrokerError>> {
         let payload = Payload::from_bytes(payload);
-        for user in users {
-            self.directory.route(user, payload.clone());
-        }
+        let routes = users
+            .into_iter()
+            .map(|user| (RouteUser::Id(user), payload.clone()));
+        self.directory.route_all(routes);
         Box::pin(future::ready(Ok(())))
     }
 }

@@ -7,6 +7,7 @@
 //! while this node is disconnected is lost.
 
 use std::collections::HashSet;
+use std::task::Poll;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -18,7 +19,7 @@ use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Val
 use tokio::sync::{mpsc, watch};
 
 use super::{BrokerError, BrokerHealth, Publish};
-use crate::directory::{Directory, HubSettings, Interest};
+use crate::directory::{Directory, HubSettings, Interest, RouteUser};
 use crate::ids::UserId;
 use crate::metrics::RelayMetrics;
 use crate::payload::Payload;
@@ -31,6 +32,8 @@ const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// How often a connected subscriber checks its link with PING.
 const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// Most pushes taken from the connection's channel at once (and so routed together).
+const PUSH_BATCH: usize = 256;
 /// How long a single command may take before the link counts as broken.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -110,7 +113,12 @@ impl RedisSubscriber {
         let mut ctx = Context::<RedisSubscriber>::new();
         let mut push_rx = push_rx;
         ctx.add_stream(futures_util::stream::poll_fn(move |cx| {
-            push_rx.poll_recv(cx)
+            let mut batch = Vec::new();
+            match push_rx.poll_recv_many(cx, &mut batch, PUSH_BATCH) {
+                Poll::Ready(0) => Poll::Ready(None),
+                Poll::Ready(_) => Poll::Ready(Some(Pushes(batch))),
+                Poll::Pending => Poll::Pending,
+            }
         }));
         let interest = ctx.address().recipient::<Interest>();
         let directory = Directory::start(arbiters, hubs, Some(interest), metrics.clone());
@@ -131,29 +139,34 @@ impl RedisSubscriber {
         Ok((directory, health_rx))
     }
 
-    fn on_push(&mut self, push: PushInfo, ctx: &mut Context<Self>) {
-        match push.kind {
-            PushKind::Message => self.on_message(push.data),
-            PushKind::Disconnection => self.on_disconnected(ctx, "redis connection lost"),
-            _ => {}
+    /// Routes the messages of a batch together (one envelope per shard), in order, and reacts to
+    /// a disconnect where it happened in the sequence.
+    fn on_pushes(&mut self, pushes: Vec<PushInfo>, ctx: &mut Context<Self>) {
+        let mut routes = Vec::with_capacity(pushes.len());
+        for push in pushes {
+            match push.kind {
+                PushKind::Message => routes.extend(self.message(push.data)),
+                PushKind::Disconnection => {
+                    self.directory.route_all(routes.drain(..));
+                    self.on_disconnected(ctx, "redis connection lost");
+                }
+                _ => {}
+            }
         }
+        self.directory.route_all(routes);
     }
 
-    fn on_message(&mut self, data: Vec<Value>) {
+    /// The user and payload of a `message` push on one of our channels; the channel name and
+    /// body are taken over as they are, without a copy.
+    fn message(&self, data: Vec<Value>) -> Option<(RouteUser, Payload)> {
         let mut fields = data.into_iter();
         let (Some(Value::BulkString(channel)), Some(Value::BulkString(body))) =
             (fields.next(), fields.next())
         else {
-            return;
+            return None;
         };
-        let Some(user) = channel
-            .strip_prefix(self.prefix.as_bytes())
-            .and_then(|user| std::str::from_utf8(user).ok())
-        else {
-            return;
-        };
-        self.directory
-            .route(UserId::new(user), Payload::from_bytes(Bytes::from(body)));
+        let user = RouteUser::from_channel(channel, &self.prefix)?;
+        Some((user, Payload::from_bytes(Bytes::from(body))))
     }
 
     fn set_health(&mut self, health: BrokerHealth) {
@@ -307,10 +320,12 @@ impl Handler<Interest> for RedisSubscriber {
     }
 }
 
-/// Pushes from the connection manager: messages and disconnect notices.
-impl StreamHandler<PushInfo> for RedisSubscriber {
-    fn handle(&mut self, push: PushInfo, ctx: &mut Context<Self>) {
-        self.on_push(push, ctx);
+/// Pushes from the connection manager, as many as are waiting: messages and disconnect notices.
+struct Pushes(Vec<PushInfo>);
+
+impl StreamHandler<Pushes> for RedisSubscriber {
+    fn handle(&mut self, pushes: Pushes, ctx: &mut Context<Self>) {
+        self.on_pushes(pushes.0, ctx);
     }
 }
 

@@ -1,0 +1,448 @@
+//! The WebSocket wire format as a session speaks it on its own TCP stream after the upgrade.
+//!
+//! The socket leaves actix-http's HTTP/1 dispatcher at the upgrade (whose two 8 KiB buffers
+//! would otherwise stay with it for its whole life), so per-socket memory is only what is in
+//! flight:
+//! - [`Outbox`]: the frames not yet taken by the kernel, each a small inline header plus a
+//!   shared handle on the payload bytes (one published message is never copied per socket),
+//!   written with one vectored write for as many frames as are queued.
+//! - [`ClientFrames`]: a stream of the client's frames, read into a buffer that exists only
+//!   while bytes are pending (an idle socket holds none), with the frame and message size
+//!   limits applied before a payload is buffered.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{ready, Context, Poll};
+
+use actix_http::ws::{OpCode, Parser, ProtocolError};
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use tokio::net::TcpStream;
+
+use crate::close::CloseReason;
+use crate::payload::Payload;
+
+/// The longest server frame header: 2 bytes plus a 64-bit length (server frames are unmasked).
+const MAX_HEAD: usize = 10;
+/// How many slices one vectored write may carry (two per frame).
+const MAX_SLICES: usize = 64;
+/// How much to read at a time; the buffer is released again once its bytes are parsed.
+const READ_CHUNK: usize = 2048;
+/// An outbox that has grown past this many slots is given back once it empties.
+const OUTBOX_KEEP: usize = 16;
+
+/// One frame (or, for the handshake answer, raw bytes) waiting for the socket.
+#[derive(Debug)]
+pub struct OutFrame {
+    head: [u8; MAX_HEAD],
+    head_len: u8,
+    body: Bytes,
+}
+
+impl OutFrame {
+    /// Bytes sent as they are (the HTTP 101 answer).
+    pub fn raw(bytes: Bytes) -> Self {
+        Self {
+            head: [0; MAX_HEAD],
+            head_len: 0,
+            body: bytes,
+        }
+    }
+
+    /// A published message: a text frame for UTF-8, else a binary frame; the bytes are shared.
+    pub fn message(payload: &Payload) -> Self {
+        match payload {
+            Payload::Text(text) => Self::frame(OpCode::Text, text.as_bytes().clone()),
+            Payload::Binary(bytes) => Self::frame(OpCode::Binary, bytes.clone()),
+        }
+    }
+
+    /// A ping with no payload.
+    pub fn ping() -> Self {
+        Self::frame(OpCode::Ping, Bytes::new())
+    }
+
+    /// The answer to a client's ping.
+    pub fn pong(payload: Bytes) -> Self {
+        Self::frame(OpCode::Pong, payload)
+    }
+
+    /// A close frame: the code, then the reason (already bounded to fit a control frame).
+    pub fn close(reason: &CloseReason) -> Self {
+        let mut body = Vec::with_capacity(2 + reason.reason.len());
+        body.extend_from_slice(&reason.code.code().to_be_bytes());
+        body.extend_from_slice(reason.reason.as_bytes());
+        Self::frame(OpCode::Close, Bytes::from(body))
+    }
+
+    /// A final, unmasked frame of `opcode` carrying `body`.
+    pub fn frame(opcode: OpCode, body: Bytes) -> Self {
+        let mut head = [0u8; MAX_HEAD];
+        head[0] = 0x80 | u8::from(opcode);
+        let len = body.len();
+        let head_len = if len < 126 {
+            head[1] = len as u8;
+            2
+        } else if let Ok(short) = u16::try_from(len) {
+            head[1] = 126;
+            head[2..4].copy_from_slice(&short.to_be_bytes());
+            4
+        } else {
+            head[1] = 127;
+            head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        };
+        Self {
+            head,
+            head_len,
+            body,
+        }
+    }
+
+    /// Appends the frame's bytes to `out` (for a refusal written in one piece).
+    pub fn write_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.head());
+        out.extend_from_slice(&self.body);
+    }
+
+    fn head(&self) -> &[u8] {
+        &self.head[..usize::from(self.head_len)]
+    }
+
+    /// Bytes on the wire.
+    pub fn wire_len(&self) -> usize {
+        usize::from(self.head_len) + self.body.len()
+    }
+}
+
+/// How far a flush got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything queued is with the kernel.
+    All,
+    /// The kernel's send buffer is full: wait until the socket is writable.
+    Blocked,
+}
+
+/// The frames of one socket that the kernel has not taken yet, oldest first.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    frames: VecDeque<OutFrame>,
+    /// Bytes of the first frame already written.
+    written: usize,
+}
+
+impl Outbox {
+    /// Queues a frame behind the others.
+    pub fn push(&mut self, frame: OutFrame) {
+        self.frames.push_back(frame);
+    }
+
+    /// Frames waiting, counting one partly written.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Drops every frame not yet started; a frame partly written is kept so the stream stays
+    /// well formed.
+    pub fn drop_unstarted(&mut self) {
+        let keep = usize::from(self.written > 0);
+        self.frames.truncate(keep);
+        self.release_if_empty();
+    }
+
+    /// Writes as much as the kernel takes, several frames per system call.
+    pub fn write_to(&mut self, socket: &TcpStream) -> io::Result<Flushed> {
+        while !self.frames.is_empty() {
+            let written = {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let count = self.fill(&mut slices);
+                match socket.try_write_vectored(&slices[..count]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Blocked),
+                    Err(e) => return Err(e),
+                }
+            };
+            self.advance(written);
+        }
+        self.release_if_empty();
+        Ok(Flushed::All)
+    }
+
+    /// The unwritten bytes of the first frames as slices; returns how many were filled.
+    fn fill<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_SLICES]) -> usize {
+        let mut count = 0;
+        let mut skip = self.written;
+        for frame in &self.frames {
+            if count + 2 > MAX_SLICES {
+                break;
+            }
+            let head = frame.head();
+            if skip < head.len() {
+                slices[count] = IoSlice::new(&head[skip..]);
+                count += 1;
+            }
+            let body_skip = skip.saturating_sub(head.len());
+            if body_skip < frame.body.len() {
+                slices[count] = IoSlice::new(&frame.body[body_skip..]);
+                count += 1;
+            }
+            skip = 0;
+        }
+        count
+    }
+
+    fn advance(&mut self, mut written: usize) {
+        while let Some(frame) = self.frames.front() {
+            let left = frame.wire_len() - self.written;
+            if written < left {
+                self.written += written;
+                return;
+            }
+            written -= left;
+            self.written = 0;
+            self.frames.pop_front();
+        }
+    }
+
+    fn release_if_empty(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > OUTBOX_KEEP {
+            self.frames = VecDeque::new();
+        }
+    }
+}
+
+/// What a client sent, as far as the session cares.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// A complete text message (its content is not used).
+    Text,
+    /// The first frame of a binary message (refused by the session).
+    Binary,
+    /// A ping, with the payload to echo.
+    Ping(Bytes),
+    /// A pong.
+    Pong,
+    /// A close frame.
+    Close,
+}
+
+/// Why reading from a client stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// A frame, or a message reassembled from continuations, over the size limit.
+    #[error("client frame over {limit} bytes")]
+    TooBig {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The client broke the WebSocket protocol.
+    #[error("websocket protocol error: {0}")]
+    Protocol(String),
+    /// The connection failed.
+    #[error("socket read failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A text message being reassembled from continuation frames: only its size is kept.
+#[derive(Debug, Clone, Copy)]
+struct Fragmented {
+    len: usize,
+}
+
+/// The client's frames on a socket shared with its session (single-threaded: `Rc`).
+pub struct ClientFrames {
+    socket: Rc<TcpStream>,
+    buf: BytesMut,
+    max_size: usize,
+    fragmented: Option<Fragmented>,
+    done: bool,
+}
+
+impl ClientFrames {
+    /// Reads `socket`, starting with `read_ahead` (bytes that came with the upgrade request).
+    pub fn new(socket: Rc<TcpStream>, read_ahead: BytesMut, max_size: usize) -> Self {
+        Self {
+            socket,
+            buf: read_ahead,
+            max_size,
+            fragmented: None,
+            done: false,
+        }
+    }
+
+    /// The next complete frame in the buffer, if there is one.
+    fn parse(&mut self) -> Result<Option<ClientFrame>, ReadError> {
+        while let Some((fin, opcode, data)) =
+            Parser::parse(&mut self.buf, true, self.max_size).map_err(self.classify())?
+        {
+            let len = data.as_ref().map_or(0, |data| data.len());
+            if let Some(frame) = self.on_frame(fin, opcode, data, len)? {
+                self.release_if_empty();
+                return Ok(Some(frame));
+            }
+        }
+        self.release_if_empty();
+        Ok(None)
+    }
+
+    fn classify(&self) -> impl Fn(ProtocolError) -> ReadError {
+        let limit = self.max_size;
+        move |error| match error {
+            ProtocolError::Overflow => ReadError::TooBig { limit },
+            other => ReadError::Protocol(other.to_string()),
+        }
+    }
+
+    fn on_frame(
+        &mut self,
+        fin: bool,
+        opcode: OpCode,
+        data: Option<BytesMut>,
+        len: usize,
+    ) -> Result<Option<ClientFrame>, ReadError> {
+        match opcode {
+            OpCode::Text | OpCode::Binary if self.fragmented.is_some() => Err(ReadError::Protocol(
+                "new message inside a fragmented one".into(),
+            )),
+            OpCode::Binary => Ok(Some(ClientFrame::Binary)),
+            OpCode::Text if fin => Ok(Some(ClientFrame::Text)),
+            OpCode::Text => {
+                self.fragmented = Some(Fragmented { len });
+                Ok(None)
+            }
+            OpCode::Continue => self.on_continuation(fin, len),
+            OpCode::Ping => Ok(Some(ClientFrame::Ping(
+                data.map(BytesMut::freeze).unwrap_or_default(),
+            ))),
+            OpCode::Pong => Ok(Some(ClientFrame::Pong)),
+            OpCode::Close => Ok(Some(ClientFrame::Close)),
+            OpCode::Bad => Err(ReadError::Protocol("bad opcode".into())),
+        }
+    }
+
+    fn on_continuation(&mut self, fin: bool, len: usize) -> Result<Option<ClientFrame>, ReadError> {
+        let Some(message) = self.fragmented.as_mut() else {
+            return Err(ReadError::Protocol("continuation without a start".into()));
+        };
+        message.len = message.len.saturating_add(len);
+        if message.len > self.max_size {
+            return Err(ReadError::TooBig {
+                limit: self.max_size,
+            });
+        }
+        if fin {
+            self.fragmented = None;
+            return Ok(Some(ClientFrame::Text));
+        }
+        Ok(None)
+    }
+
+    /// An idle socket holds no read buffer.
+    fn release_if_empty(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
+    }
+
+    /// Reads what the socket has; `Ok(false)` at end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        loop {
+            ready!(self.socket.poll_read_ready(cx))?;
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            match self.socket.try_read_buf(&mut self.buf) {
+                Ok(0) => return Poll::Ready(Ok(false)),
+                Ok(_) => return Poll::Ready(Ok(true)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl Stream for ClientFrames {
+    type Item = Result<ClientFrame, ReadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        while !this.done {
+            match this.parse() {
+                Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Ok(None) => {}
+                Err(error) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(error)));
+                }
+            }
+            match ready!(this.poll_fill(cx)) {
+                Ok(true) => {}
+                Ok(false) => this.done = true,
+                Err(error) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+            }
+        }
+        Poll::Ready(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::close::CloseCode;
+
+    #[test]
+    fn headers_use_the_shortest_length_encoding() {
+        assert_eq!(
+            OutFrame::frame(OpCode::Text, Bytes::from(vec![b'a'; 5])).head(),
+            [0x81, 5]
+        );
+        let medium = OutFrame::frame(OpCode::Text, Bytes::from(vec![b'a'; 300]));
+        assert_eq!(medium.head(), [0x81, 126, 1, 44]);
+        let large = OutFrame::frame(OpCode::Binary, Bytes::from(vec![0; 70_000]));
+        assert_eq!(large.head()[..2], [0x82, 127]);
+        assert_eq!(
+            u64::from_be_bytes(large.head()[2..].try_into().unwrap()),
+            70_000
+        );
+        assert_eq!(large.wire_len(), 70_010);
+    }
+
+    #[test]
+    fn close_frames_carry_code_then_reason() {
+        let reason = CloseReason::new(CloseCode::SlowConsumer, "send queue full", "cid");
+        let frame = OutFrame::close(&reason);
+        assert_eq!(frame.head()[0], 0x88);
+        assert_eq!(frame.body[..2], 4009u16.to_be_bytes());
+        assert_eq!(&frame.body[2..], reason.reason.as_bytes());
+    }
+
+    #[test]
+    fn partial_writes_resume_mid_frame() {
+        let mut outbox = Outbox::default();
+        outbox.push(OutFrame::frame(OpCode::Text, Bytes::from_static(b"hello")));
+        outbox.push(OutFrame::frame(OpCode::Text, Bytes::from_static(b"world")));
+        outbox.advance(4); // head and "he"
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let count = outbox.fill(&mut slices);
+        let pending: Vec<u8> = slices[..count].iter().flat_map(|s| s.to_vec()).collect();
+        assert_eq!(&pending[..3], b"llo");
+        assert_eq!(pending[3..], [0x81, 5, b'w', b'o', b'r', b'l', b'd']);
+        outbox.drop_unstarted();
+        assert_eq!(outbox.len(), 1, "the frame being written is kept");
+        outbox.advance(3);
+        assert!(outbox.is_empty());
+    }
+}
