@@ -3,6 +3,7 @@
 # target/profile, so the normal release build is untouched), then
 #   1. perf sampling (cpu-clock: this VM has no hardware counters) of the server during 20 s of
 #      unicast flat out (10,000 sockets), plus context switches during 10 s at 20,000 msg/s;
+#   perf-connect: the same sampling (with call graphs) while 18,000 sockets connect;
 #   2. callgrind (instruction counts, user space only) of the server at 1,000 msg/s to 1,000
 #      sockets: one dump for the connect phase, one for the publish phase;
 #   3. massif (heap) of the server holding 2,000 idle authenticated sockets.
@@ -125,6 +126,22 @@ for p in $PROFILES; do
         | grep -E 'context|migr|cpu-clock|elapsed' | tee "$OUT/perf-20k-stat.txt"
       wait "$LOADGEN_PID" || true
       stop_server ;;
+    perf-connect)
+      log "perf: cpu-clock samples of the server while 18,000 sockets connect (512 in flight)"
+      start_server perf-connect "${NICE[@]}"
+      perf record -e cpu-clock -F 1000 -g -p "$SERVER_PID" -o "$OUT/perf-connect.data" \
+        -- sleep 6 >&2 &
+      PERF_PID=$!
+      sleep 1 # perf attaches to every thread first
+      run_loadgen perf-connect --users 18000 --connect-concurrency 512 --no-verify --hold-s 1
+      wait "$LOADGEN_PID" || true
+      wait "$PERF_PID" || true
+      stop_server
+      perf report -i "$OUT/perf-connect.data" --no-children --sort dso --stdio -g none 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -8
+      perf report -i "$OUT/perf-connect.data" --children --sort sym --stdio -g none 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -60 | tee "$OUT/perf-connect-top.txt"
+      ;;
     callgrind)
       log "callgrind: server instructions per connect and per message (1,000 sockets, 1,000 msg/s)"
       start_server callgrind valgrind --tool=callgrind --instr-atstart=no \
@@ -158,7 +175,7 @@ for p in $PROFILES; do
       stop_server
       python3 bench/massif_top.py "$OUT/massif.out" 2 | tee "$OUT/massif-top.txt" ;;
     *)
-      echo "unknown profile $p (perf callgrind massif)" >&2
+      echo "unknown profile $p (perf perf-connect callgrind massif)" >&2
       exit 1 ;;
   esac
 done

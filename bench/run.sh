@@ -36,7 +36,8 @@ done
 
 log "building release binaries"
 cargo build --release --locked -p websocket-service -p loadgen >&2
-SERVER_BIN=$PWD/target/release/websocket-service
+# BENCH_SERVER_BIN measures another build of the server (e.g. to compare two versions).
+SERVER_BIN=${BENCH_SERVER_BIN:-$PWD/target/release/websocket-service}
 LOADGEN=$PWD/target/release/loadgen
 
 REDIS_PID=""

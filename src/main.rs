@@ -8,6 +8,13 @@ use std::process::ExitCode;
 use websocket_service::config::Settings;
 use websocket_service::{dev, telemetry};
 
+/// jemalloc instead of glibc's malloc: each message is allocated on the broker's thread and
+/// freed on a socket's thread, which glibc's per-thread arenas handle poorly (malloc and free
+/// were 15 % of the server's CPU in unicast). Measured in the README's performance section;
+/// mimalloc was as fast but held 7.4 KiB per idle socket instead of 4.1.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Exit code for a usage error (sysexits EX_USAGE).
 const EX_USAGE: u8 = 64;
 /// Exit code for bad configuration (sysexits EX_CONFIG).
