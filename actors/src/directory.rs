@@ -1,7 +1,9 @@
 //! The directory: finds or creates the hub of a user. It is sharded by a hash of the user id
 //! into `DirectoryShard` actors, each on its own arbiter, so that no single mailbox sees every
 //! connect and every message. A shard owns the map from user to hub, starts hubs in its own
-//! context, retires them when they empty, and tells the broker which channels it needs.
+//! context, retires them when they empty, and tells the broker which channels it needs. Its
+//! arbiter also runs the sessions of its users ([`Directory::arbiter_of`]), so that a
+//! message crosses threads once, from the broker to the shard, in batches.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -310,6 +312,8 @@ impl Handler<HubCount> for DirectoryShard {
 #[derive(Clone)]
 pub struct Directory {
     shards: Arc<[Addr<DirectoryShard>]>,
+    /// The arbiter each shard (and so each of its hubs) runs on, by shard index.
+    arbiters: Arc<[ArbiterHandle]>,
     metrics: RelayMetrics,
 }
 
@@ -331,7 +335,11 @@ impl Directory {
                 })
             })
             .collect();
-        Self { shards, metrics }
+        Self {
+            shards,
+            arbiters: Arc::from(arbiters),
+            metrics,
+        }
     }
 
     /// Starts a single shard on the current arbiter (tests and tiny deployments).
@@ -343,8 +351,15 @@ impl Directory {
         let shard = DirectoryShard::new(settings, interest, metrics.clone()).start();
         Self {
             shards: Arc::from(vec![shard]),
+            arbiters: Arc::from(vec![Arbiter::current()]),
             metrics,
         }
+    }
+
+    /// The arbiter of the user's hub: a session started there gets its messages from the hub
+    /// without crossing threads.
+    pub fn arbiter_of(&self, user: &UserId) -> &ArbiterHandle {
+        &self.arbiters[self.shard_index(user.as_str())]
     }
 
     fn shard_index(&self, user: &str) -> usize {

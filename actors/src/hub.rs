@@ -217,12 +217,19 @@ impl Handler<Fanout> for UserHub {
             .forward_span(&fanout.payload)
             .map(tracing::Span::entered);
         self.observe_latency(&fanout.payload);
-        for link in self.sessions.values() {
-            link.deliver.do_send(Deliver {
-                payload: fanout.payload.clone(),
-            });
-        }
         let sent = self.sessions.len() as u64;
+        // The last session takes the payload itself: a user with one socket costs no clone.
+        let mut payload = Some(fanout.payload);
+        let mut links = self.sessions.values().peekable();
+        while let Some(link) = links.next() {
+            let payload = match links.peek() {
+                Some(_) => payload.clone(),
+                None => payload.take(),
+            };
+            if let Some(payload) = payload {
+                link.deliver.do_send(Deliver { payload });
+            }
+        }
         self.metrics.messages_forwarded.inc_by(sent);
         self.metrics.bytes_forwarded.inc_by(sent * size);
         if sent == 0 {

@@ -41,4 +41,4 @@ pub use ids::{ConnId, UserId};
 pub use limiter::{ConnectionLimiter, ConnectionPermit};
 pub use metrics::RelayMetrics;
 pub use payload::Payload;
-pub use session::{Session, SessionConfig, SessionParams, Upgraded};
+pub use session::{Session, SessionConfig, SessionParams, SpawnError, Upgraded};

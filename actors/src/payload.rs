@@ -14,11 +14,16 @@ pub enum Payload {
 }
 
 impl Payload {
-    /// Classifies the bytes once: UTF-8 becomes a text frame, the rest a binary frame.
+    /// Classifies the bytes once: UTF-8 becomes a text frame, the rest a binary frame. The
+    /// bytes are checked before they are wrapped, so that they are not cloned (a clone of
+    /// bytes taken over from a `Vec` allocates).
     pub fn from_bytes(bytes: Bytes) -> Self {
-        match ByteString::try_from(bytes.clone()) {
+        if std::str::from_utf8(&bytes).is_err() {
+            return Payload::Binary(bytes);
+        }
+        match ByteString::try_from(bytes) {
             Ok(text) => Payload::Text(text),
-            Err(_) => Payload::Binary(bytes),
+            Err(_) => Payload::Binary(Bytes::new()), // checked above: cannot happen
         }
     }
 

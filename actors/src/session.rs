@@ -3,8 +3,9 @@
 //! outbox and the close contract. It knows nothing of brokers: it joins its user's hub through
 //! the directory and receives [`Deliver`] messages from it.
 //!
-//! A delivered message is written to the socket at once, from the session's own thread, with
-//! no task or channel in between; when the kernel's send buffer is full, frames wait in the
+//! A session runs on the arbiter of its user's hub (the socket is moved there after the
+//! upgrade), so a message goes from hub to session without crossing threads, and is written to
+//! the socket at once, with no task or channel in between; when the kernel's send buffer is full, frames wait in the
 //! [`Outbox`] and go out together once the socket is writable. An outbox that reaches
 //! `send_queue_max` frames means the client does not read: the session drops them and closes
 //! with 4009, so one stuck client never holds memory or slows anyone else.
@@ -106,9 +107,51 @@ pub struct Session {
     close_recorded: bool,
 }
 
+/// Why an upgraded socket could not be handed to its session.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The stream could not be moved between threads.
+    #[error("cannot hand the socket over: {0}")]
+    Handoff(#[from] std::io::Error),
+    /// The hub's arbiter has stopped (the node is shutting down).
+    #[error("the arbiter of the user's hub has stopped")]
+    ArbiterGone,
+}
+
 impl Session {
-    /// Starts the session actor on the current arbiter for an upgraded socket.
-    pub fn start(params: SessionParams, upgraded: Upgraded) -> Addr<Session> {
+    /// Starts the session on the arbiter of its user's hub, moving the socket there: the hub
+    /// and every session of a user share one thread, so a message crosses threads once per
+    /// batch from the broker, not once per socket.
+    pub fn spawn(params: SessionParams, upgraded: Upgraded) -> Result<(), SpawnError> {
+        let arbiter = params.directory.arbiter_of(&params.user).clone();
+        let Upgraded {
+            stream,
+            handshake,
+            read_ahead,
+        } = upgraded;
+        // Leaves this thread's reactor; registered again with the target's.
+        let stream = stream.into_std()?;
+        let start = move || match TcpStream::from_std(stream) {
+            Ok(stream) => {
+                let upgraded = Upgraded {
+                    stream,
+                    handshake,
+                    read_ahead,
+                };
+                Session::start(params, upgraded);
+            }
+            Err(error) => tracing::warn!(%error, "cannot register a handed-over socket"),
+        };
+        if arbiter.spawn_fn(start) {
+            Ok(())
+        } else {
+            Err(SpawnError::ArbiterGone)
+        }
+    }
+
+    /// Starts the session actor on the current arbiter.
+    fn start(params: SessionParams, upgraded: Upgraded) -> Addr<Session> {
         let _ = upgraded.stream.set_nodelay(true);
         let socket = Rc::new(upgraded.stream);
         let frames = ClientFrames::new(
@@ -383,7 +426,7 @@ impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, deliver: Deliver, ctx: &mut Context<Self>) {
-        self.enqueue(ctx, OutFrame::message(&deliver.payload));
+        self.enqueue(ctx, OutFrame::message(deliver.payload));
     }
 }
 

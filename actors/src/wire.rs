@@ -52,10 +52,10 @@ impl OutFrame {
     }
 
     /// A published message: a text frame for UTF-8, else a binary frame; the bytes are shared.
-    pub fn message(payload: &Payload) -> Self {
+    pub fn message(payload: Payload) -> Self {
         match payload {
-            Payload::Text(text) => Self::frame(OpCode::Text, text.as_bytes().clone()),
-            Payload::Binary(bytes) => Self::frame(OpCode::Binary, bytes.clone()),
+            Payload::Text(text) => Self::frame(OpCode::Text, text.into_bytes()),
+            Payload::Binary(bytes) => Self::frame(OpCode::Binary, bytes),
         }
     }
 

@@ -126,7 +126,9 @@ pub async fn upgrade(
                 handshake,
                 read_ahead: parts.read_buf,
             };
-            Session::start(*params, upgraded);
+            if let Err(error) = Session::spawn(*params, upgraded) {
+                tracing::warn!(correlation_id = cid.as_str(), %error, "session not started");
+            }
         }
     }
     Ok(())
