@@ -578,3 +578,105 @@ async fn http_errors_health_and_metrics() {
         "{text}"
     );
 }
+
+/// Sends `request` on a fresh connection and reads until the server hangs up or `done` says
+/// enough arrived: what a client that speaks raw HTTP sees.
+async fn raw_exchange(server: &Server, request: &[u8], done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port()))
+        .await
+        .expect("connect");
+    stream.write_all(request).await.expect("send request");
+    let mut received = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        while !done(&received) {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, read)
+        .await
+        .expect("the server neither answered nor hung up");
+    received
+}
+
+/// Never enough: read until the server hangs up.
+fn until_eof(_: &[u8]) -> bool {
+    false
+}
+
+/// Splits a raw HTTP response into its head and body.
+fn head_and_body(response: &[u8]) -> (String, Vec<u8>) {
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| {
+            panic!(
+                "no response head in {:?}",
+                String::from_utf8_lossy(response)
+            )
+        });
+    let head = String::from_utf8_lossy(&response[..end]).to_ascii_lowercase();
+    (head, response[end + 4..].to_vec())
+}
+
+fn upgrade_request(target: &str, extra_headers: &str) -> String {
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
+    )
+}
+
+/// Upgrade requests are answered by the server itself, outside actix-web's routing: an upgrade
+/// to another path is a 404 and a malformed one a 400, both with the error JSON and the
+/// correlation id echoed; a plain GET of the WebSocket path is a 400; and frames a client sends
+/// right behind its upgrade request, in the same packet, are read (a ping is answered).
+#[actix_web::test]
+async fn upgrade_answers_errors_as_json_and_reads_pipelined_frames() {
+    let server = Server::start(TestSettings::new()).await;
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
+    let elsewhere = upgrade_request("/elsewhere", &format!("{key}X-Correlation-ID: up-1\r\n"));
+    let (head, body) = head_and_body(&raw_exchange(&server, elsewhere.as_bytes(), until_eof).await);
+    assert!(head.starts_with("http/1.1 404 "), "{head}");
+    assert!(head.contains("x-correlation-id: up-1"), "{head}");
+    let error: Value = serde_json::from_slice(&body).expect("error JSON");
+    assert_eq!(error["error"]["code"], "NOT_FOUND", "{error}");
+    assert_eq!(error["error"]["correlation_id"], "up-1", "{error}");
+
+    let keyless = upgrade_request(&format!("/ws?token={}", token("raw")), "");
+    let (head, body) = head_and_body(&raw_exchange(&server, keyless.as_bytes(), until_eof).await);
+    assert!(head.starts_with("http/1.1 400 "), "{head}");
+    let error: Value = serde_json::from_slice(&body).expect("error JSON");
+    assert_eq!(error["error"]["code"], "VALIDATION_ERROR", "{error}");
+
+    server
+        .get("/ws")
+        .await
+        .assert_error(400, "VALIDATION_ERROR");
+
+    // A masked ping with payload "hi" (mask 1,2,3,4) in the same write as the request.
+    let mut request = upgrade_request(&format!("/ws?token={}", token("raw")), key).into_bytes();
+    request.extend_from_slice(&[0x89, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2]);
+    let head_and_pong = |bytes: &[u8]| {
+        bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .is_some_and(|end| bytes.len() >= end + 4 + 4)
+    };
+    let response = raw_exchange(&server, &request, head_and_pong).await;
+    let (head, frames) = head_and_body(&response);
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    assert_eq!(
+        frames.get(..4),
+        Some(&[0x8a, 2, b'h', b'i'][..]),
+        "{frames:?}"
+    );
+}

@@ -73,7 +73,7 @@ pub struct SessionParams {
 pub struct Upgraded {
     /// The connection.
     pub stream: TcpStream,
-    /// The HTTP 101 answer, written before anything else.
+    /// What is left to write of the HTTP 101 answer, written before anything else.
     pub handshake: Bytes,
     /// Bytes the client sent after its upgrade request, already read by the HTTP layer.
     pub read_ahead: BytesMut,
@@ -127,9 +127,14 @@ impl Session {
         let arbiter = params.directory.arbiter_of(&params.user).clone();
         let Upgraded {
             stream,
-            handshake,
+            mut handshake,
             read_ahead,
         } = upgraded;
+        // The 101 goes out now (a fresh socket's send buffer takes it whole), not after the
+        // move: the client's handshake waits one thread hop less.
+        if let Ok(written) = stream.try_write(&handshake) {
+            let _ = handshake.split_to(written);
+        }
         // Leaves this thread's reactor; registered again with the target's.
         let stream = stream.into_std()?;
         let start = move || match TcpStream::from_std(stream) {
@@ -160,7 +165,9 @@ impl Session {
             params.config.max_frame_bytes,
         );
         let mut outbox = Outbox::default();
-        outbox.push(OutFrame::raw(upgraded.handshake));
+        if !upgraded.handshake.is_empty() {
+            outbox.push(OutFrame::raw(upgraded.handshake));
+        }
         let now = Instant::now();
         Session::create(move |ctx| {
             ctx.add_stream(frames);

@@ -417,6 +417,12 @@ async fn open(target: SocketAddr, src: Option<IpAddr>, request: String) -> Resul
             .bind(SocketAddr::new(ip, 0))
             .map_err(|e| format!("bind {ip}: {e}"))?;
     }
+    // Closed with a reset when the run ends (the worker exits with its sockets open): a normal
+    // close would leave every socket in TIME_WAIT on the client side for a minute, holding its
+    // source port, and the next scenario's explicit binds would crawl through the few free ones.
+    socket
+        .set_zero_linger()
+        .map_err(|e| format!("SO_LINGER: {e}"))?;
     let stream = socket
         .connect(target)
         .await
