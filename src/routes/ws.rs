@@ -110,17 +110,26 @@ pub async fn upgrade(
         "http request"
     );
     let parts = framed.into_parts();
+    // Whatever the HTTP layer had not yet written (answers to requests pipelined before this
+    // one) goes out first.
+    let mut out = parts.write_buf.to_vec();
     match answer {
         Answer::Error(error) => {
-            actix_web::rt::spawn(answer_and_close(parts.io, error.http1_response().into()));
+            out.extend_from_slice(&error.http1_response());
+            actix_web::rt::spawn(answer_and_close(parts.io, out.into()));
         }
         Answer::Refuse { handshake, close } => {
-            let mut bytes = handshake.to_vec();
-            let frame = OutFrame::close(&close);
-            frame.write_into(&mut bytes);
-            actix_web::rt::spawn(answer_and_close(parts.io, bytes.into()));
+            out.extend_from_slice(&handshake);
+            OutFrame::close(&close).write_into(&mut out);
+            actix_web::rt::spawn(answer_and_close(parts.io, out.into()));
         }
         Answer::Accept { handshake, params } => {
+            let handshake = if out.is_empty() {
+                handshake
+            } else {
+                out.extend_from_slice(&handshake);
+                Bytes::from(out)
+            };
             let upgraded = Upgraded {
                 stream: parts.io,
                 handshake,
