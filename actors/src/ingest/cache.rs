@@ -61,8 +61,9 @@ impl<K: Clone + Eq + Hash, V: Clone> TtlCache<K, V> {
             if !expired && self.entries.len() <= self.capacity {
                 break;
             }
-            let (oldest, _) = self.order.pop_front().expect("front exists");
-            self.entries.remove(&oldest);
+            if let Some((oldest, _)) = self.order.pop_front() {
+                self.entries.remove(&oldest);
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 //! the dead-letter producer. Every Kafka type of the crate is in this file.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
@@ -207,7 +207,7 @@ struct State {
 
 impl Status {
     fn update(&self, change: impl FnOnce(&mut State)) {
-        let mut state = self.state.lock().expect("status lock");
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         change(&mut state);
         let health = match (&state.kafka, state.paused.iter().next()) {
             (Some(reason), _) => BrokerHealth::Down {

@@ -11,7 +11,7 @@
 //! With the in-process broker (one node), the marks live in a bounded in-process cache and the
 //! notification goes through the [`Broker`] handle.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -92,14 +92,21 @@ impl Dedupe {
     ) -> Result<bool, String> {
         match self {
             Self::Memory(seen) => {
-                if seen.lock().expect("dedupe lock").get(&event_id).is_some() {
+                if seen
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&event_id)
+                    .is_some()
+                {
                     return Ok(false);
                 }
                 broker
                     .publish(vec![user.clone()], payload.clone())
                     .await
                     .map_err(|e| e.to_string())?;
-                seen.lock().expect("dedupe lock").insert(event_id, ());
+                seen.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(event_id, ());
                 Ok(true)
             }
             Self::Redis {

@@ -2,7 +2,7 @@
 //! cache. The caller decides what to do with a failure: [`LookupError::Unavailable`] is an
 //! outage (retry), [`LookupError::Failed`] is about this key (dead-letter).
 
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -62,7 +62,12 @@ impl OwnerLookup {
 
     /// The owner of `key`: `Ok(None)` when there is none (Redis nil, HTTP 404, `user_id` null).
     pub(crate) async fn owner(&self, key: &LookupKey) -> Result<Option<UserId>, LookupError> {
-        if let Some(user) = self.cache.lock().expect("cache lock").get(key) {
+        if let Some(user) = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+        {
             return Ok(Some(user));
         }
         let owner = match key {
@@ -72,7 +77,7 @@ impl OwnerLookup {
         if let Some(user) = &owner {
             self.cache
                 .lock()
-                .expect("cache lock")
+                .unwrap_or_else(PoisonError::into_inner)
                 .insert(key.clone(), user.clone());
         }
         Ok(owner)
