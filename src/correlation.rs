@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, Error, FromRequest, HttpMessage, HttpRequest};
 
@@ -49,6 +50,15 @@ impl CorrelationId {
         &self.0
     }
 
+    /// The id of a request: its `X-Correlation-ID` when sane, else a fresh one.
+    pub fn of_headers(headers: &HeaderMap) -> Self {
+        headers
+            .get(HEADER)
+            .and_then(|value| value.to_str().ok())
+            .map(CorrelationId::from_header)
+            .unwrap_or_else(CorrelationId::generate)
+    }
+
     /// The shared string, for actors.
     pub fn shared(&self) -> Arc<str> {
         Arc::clone(&self.0)
@@ -76,12 +86,7 @@ pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let id = req
-        .headers()
-        .get(HEADER)
-        .and_then(|value| value.to_str().ok())
-        .map(CorrelationId::from_header)
-        .unwrap_or_else(CorrelationId::generate);
+    let id = CorrelationId::of_headers(req.headers());
     req.extensions_mut().insert(id.clone());
     let metrics = req.app_data::<web::Data<HttpMetrics>>().cloned();
     let started = Instant::now();
@@ -92,23 +97,54 @@ pub async fn middleware(
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
-    let status = response.status();
-    if let Some(metrics) = metrics {
-        metrics.observe(&route, status.as_u16(), started.elapsed());
-    }
-    tracing::debug!(
-        method = %method,
-        route = %route,
-        target = %target,
-        status = status.as_u16(),
-        correlation_id = id.as_str(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "http request"
-    );
+    let done = Finished {
+        method: &method,
+        route: &route,
+        target: &target,
+        status: response.status().as_u16(),
+        id: &id,
+        started,
+    };
+    done.record(metrics.as_ref().map(|metrics| metrics.get_ref()));
     if let Ok(value) = HeaderValue::from_str(id.as_str()) {
         response.headers_mut().insert(HEADER, value);
     }
     Ok(response)
+}
+
+/// A request that has been answered, as counted and logged.
+pub struct Finished<'a> {
+    /// The request method.
+    pub method: &'a Method,
+    /// The route pattern (never the raw path).
+    pub route: &'a str,
+    /// The path and query, token redacted.
+    pub target: &'a str,
+    /// The answer's status.
+    pub status: u16,
+    /// The request's correlation id.
+    pub id: &'a CorrelationId,
+    /// When the request arrived.
+    pub started: Instant,
+}
+
+impl Finished<'_> {
+    /// Counts the request and writes its debug log line.
+    pub fn record(&self, metrics: Option<&HttpMetrics>) {
+        let elapsed = self.started.elapsed();
+        if let Some(metrics) = metrics {
+            metrics.observe(self.route, self.status, elapsed);
+        }
+        tracing::debug!(
+            method = %self.method,
+            route = %self.route,
+            target = %self.target,
+            status = self.status,
+            correlation_id = self.id.as_str(),
+            elapsed_ms = elapsed.as_millis() as u64,
+            "http request"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::HeaderMap;
+use actix_web::http::Method;
 use actix_web::Error;
 use tracing::Span;
 use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
@@ -29,32 +31,37 @@ pub fn redacted_target(path: &str, query: &str) -> String {
     format!("{path}?{}", redacted.join("&"))
 }
 
+/// The root span of one request: method, route pattern and redacted target, no header; an
+/// incoming `traceparent` header becomes its parent.
+pub fn request_span(method: &Method, route: &str, target: &str, headers: &HeaderMap) -> Span {
+    let span = tracing::info_span!(
+        "HTTP request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        url.path_and_query = %target,
+        http.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        exception.message = tracing::field::Empty,
+        exception.details = tracing::field::Empty,
+    );
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok());
+    if let Some(traceparent) = traceparent {
+        let _ = span.set_parent(remote_context(traceparent));
+    }
+    span
+}
+
 impl RootSpanBuilder for RedactingRootSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
         let target = redacted_target(request.path(), request.query_string());
         let route = request
             .match_pattern()
             .unwrap_or_else(|| "unmatched".to_owned());
-        let span = tracing::info_span!(
-            "HTTP request",
-            otel.name = %format!("{} {}", request.method(), route),
-            otel.kind = "server",
-            http.request.method = %request.method(),
-            http.route = %route,
-            url.path_and_query = %target,
-            http.status_code = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-            exception.message = tracing::field::Empty,
-            exception.details = tracing::field::Empty,
-        );
-        let traceparent = request
-            .headers()
-            .get("traceparent")
-            .and_then(|value| value.to_str().ok());
-        if let Some(traceparent) = traceparent {
-            let _ = span.set_parent(remote_context(traceparent));
-        }
-        span
+        request_span(request.method(), &route, &target, request.headers())
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {

@@ -253,18 +253,14 @@ pub enum ReadError {
     Io(#[from] io::Error),
 }
 
-/// A text message being reassembled from continuation frames: only its size is kept.
-#[derive(Debug, Clone, Copy)]
-struct Fragmented {
-    len: usize,
-}
-
 /// The client's frames on a socket shared with its session (single-threaded: `Rc`).
 pub struct ClientFrames {
     socket: Rc<TcpStream>,
     buf: BytesMut,
     max_size: usize,
-    fragmented: Option<Fragmented>,
+    /// The size so far of a text message arriving in continuation frames (its content is not
+    /// kept).
+    fragmented: Option<usize>,
     done: bool,
 }
 
@@ -282,8 +278,13 @@ impl ClientFrames {
 
     /// The next complete frame in the buffer, if there is one.
     fn parse(&mut self) -> Result<Option<ClientFrame>, ReadError> {
+        let limit = self.max_size;
+        let classify = |error| match error {
+            ProtocolError::Overflow => ReadError::TooBig { limit },
+            other => ReadError::Protocol(other.to_string()),
+        };
         while let Some((fin, opcode, data)) =
-            Parser::parse(&mut self.buf, true, self.max_size).map_err(self.classify())?
+            Parser::parse(&mut self.buf, true, limit).map_err(classify)?
         {
             let len = data.as_ref().map_or(0, |data| data.len());
             if let Some(frame) = self.on_frame(fin, opcode, data, len)? {
@@ -293,14 +294,6 @@ impl ClientFrames {
         }
         self.release_if_empty();
         Ok(None)
-    }
-
-    fn classify(&self) -> impl Fn(ProtocolError) -> ReadError {
-        let limit = self.max_size;
-        move |error| match error {
-            ProtocolError::Overflow => ReadError::TooBig { limit },
-            other => ReadError::Protocol(other.to_string()),
-        }
     }
 
     fn on_frame(
@@ -317,7 +310,7 @@ impl ClientFrames {
             OpCode::Binary => Ok(Some(ClientFrame::Binary)),
             OpCode::Text if fin => Ok(Some(ClientFrame::Text)),
             OpCode::Text => {
-                self.fragmented = Some(Fragmented { len });
+                self.fragmented = Some(len);
                 Ok(None)
             }
             OpCode::Continue => self.on_continuation(fin, len),
@@ -331,11 +324,11 @@ impl ClientFrames {
     }
 
     fn on_continuation(&mut self, fin: bool, len: usize) -> Result<Option<ClientFrame>, ReadError> {
-        let Some(message) = self.fragmented.as_mut() else {
+        let Some(so_far) = self.fragmented.as_mut() else {
             return Err(ReadError::Protocol("continuation without a start".into()));
         };
-        message.len = message.len.saturating_add(len);
-        if message.len > self.max_size {
+        *so_far = so_far.saturating_add(len);
+        if *so_far > self.max_size {
             return Err(ReadError::TooBig {
                 limit: self.max_size,
             });

@@ -2,6 +2,7 @@
 //! JSON 404 for everything else.
 
 mod health;
+mod offer;
 mod publish;
 mod ws;
 

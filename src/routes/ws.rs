@@ -13,28 +13,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix_codec::Framed;
-use actix_http::header::{self, HeaderMap};
+use actix_http::header;
 use actix_http::{h1, Request, RequestHead};
 use actix_web::web;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use ws_actors::wire::OutFrame;
 use ws_actors::{
     CloseCode, CloseReason, ConnId, ErrorCode, Session, SessionParams, Upgraded, UserId,
 };
 
+use super::offer::{offered_token, origin_allowed, BEARER_PROTOCOL};
 use crate::auth::{AuthError, VerifiedToken};
-use crate::correlation::{self, CorrelationId};
+use crate::correlation::{CorrelationId, Finished};
 use crate::errors::ApiError;
-use crate::http_spans::redacted_target;
+use crate::http_spans::{redacted_target, request_span};
 use crate::metrics::HttpMetrics;
 use crate::state::AppState;
-use crate::telemetry::{remote_context, SPAN_TARGET};
+use crate::telemetry::SPAN_TARGET;
 
-/// The subprotocol that carries a token: `Sec-WebSocket-Protocol: bearer, <JWT>`.
-const BEARER_PROTOCOL: &str = "bearer";
 /// How long a refused connection is kept to deliver its answer and see the client hang up.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 /// The route label of upgrade requests to any other path.
@@ -85,30 +83,26 @@ pub async fn upgrade(
 ) -> Result<(), actix_http::Error> {
     let started = Instant::now();
     let head = req.head();
-    let cid = correlation_id(&head.headers);
+    let cid = CorrelationId::of_headers(&head.headers);
     let route: &str = if head.uri.path() == &*context.ws_path {
         &context.ws_path
     } else {
         UNMATCHED
     };
     let target = redacted_target(head.uri.path(), head.uri.query().unwrap_or(""));
-    let span = request_span(head, route, &target);
+    let span = request_span(&head.method, route, &target, &head.headers);
     let answer = span.in_scope(|| decide(&context, head, route, &cid));
     let status = answer.status();
     span.record("http.status_code", status);
-    context
-        .http_metrics
-        .observe(route, status, started.elapsed());
-    tracing::debug!(
-        parent: &span,
-        method = %head.method,
+    let done = Finished {
+        method: &head.method,
         route,
-        target = %target,
+        target: &target,
         status,
-        correlation_id = cid.as_str(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "http request"
-    );
+        id: &cid,
+        started,
+    };
+    span.in_scope(|| done.record(Some(&context.http_metrics)));
     let parts = framed.into_parts();
     // Whatever the HTTP layer had not yet written (answers to requests pipelined before this
     // one) goes out first.
@@ -143,35 +137,6 @@ pub async fn upgrade(
     Ok(())
 }
 
-fn correlation_id(headers: &HeaderMap) -> CorrelationId {
-    headers
-        .get(correlation::HEADER)
-        .and_then(|value| value.to_str().ok())
-        .map(CorrelationId::from_header)
-        .unwrap_or_else(CorrelationId::generate)
-}
-
-/// The request's root span, like every other HTTP request's: no header, the token redacted.
-fn request_span(head: &RequestHead, route: &str, target: &str) -> tracing::Span {
-    let span = tracing::info_span!(
-        "HTTP request",
-        otel.name = %format!("{} {}", head.method, route),
-        otel.kind = "server",
-        http.request.method = %head.method,
-        http.route = %route,
-        url.path_and_query = %target,
-        http.status_code = tracing::field::Empty,
-    );
-    let traceparent = head
-        .headers
-        .get("traceparent")
-        .and_then(|value| value.to_str().ok());
-    if let Some(traceparent) = traceparent {
-        let _ = span.set_parent(remote_context(traceparent));
-    }
-    span
-}
-
 /// Writes `bytes`, ends our side, and waits (bounded) for the client to hang up, so that the
 /// answer is read before the connection goes.
 async fn answer_and_close(mut stream: TcpStream, bytes: Bytes) {
@@ -204,67 +169,6 @@ pub async fn not_an_upgrade(
         "not a valid WebSocket upgrade: no \"Upgrade: websocket\" header",
         &cid,
     ))
-}
-
-/// Where the token came from; the subprotocol must be echoed in the 101 answer.
-struct OfferedToken<'a> {
-    token: Option<&'a str>,
-    bearer_offered: bool,
-}
-
-fn offered_token(head: &RequestHead) -> OfferedToken<'_> {
-    let (bearer_offered, protocol_token) = protocol_token(&head.headers);
-    let token = query_token(head.uri.query().unwrap_or(""))
-        .or(protocol_token)
-        .or_else(|| header_token(&head.headers));
-    OfferedToken {
-        token,
-        bearer_offered,
-    }
-}
-
-fn query_token(query: &str) -> Option<&str> {
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("token="))
-        .filter(|token| !token.is_empty())
-}
-
-/// `(bearer offered, token)` from `Sec-WebSocket-Protocol: bearer, <JWT>`.
-fn protocol_token(headers: &HeaderMap) -> (bool, Option<&str>) {
-    let mut offered = false;
-    let mut token = None;
-    for value in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL) {
-        let Ok(value) = value.to_str() else { continue };
-        let mut parts = value.split(',').map(str::trim);
-        while let Some(part) = parts.next() {
-            if part == BEARER_PROTOCOL {
-                offered = true;
-                token = token.or(parts.next().filter(|t| !t.is_empty()));
-            }
-        }
-    }
-    (offered, token)
-}
-
-fn header_token(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-}
-
-fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
-    if allowed.is_empty() {
-        return true;
-    }
-    match headers.get(header::ORIGIN).map(|o| o.to_str()) {
-        None => true, // not a browser: origin checks protect browsers only
-        Some(Ok(origin)) => allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)),
-        Some(Err(_)) => false,
-    }
 }
 
 /// Counts an upgrade outcome and records it on the connect span.
@@ -413,48 +317,12 @@ fn handshake(head: &RequestHead, bearer: bool, cid: &CorrelationId) -> Result<By
 
 #[cfg(test)]
 mod tests {
-    use actix_http::header::HeaderValue;
     use actix_web::test::TestRequest;
 
     use super::*;
 
     fn head_of(request: TestRequest) -> RequestHead {
         request.to_request().head().clone()
-    }
-
-    #[test]
-    fn token_is_found_in_each_place() {
-        let head = head_of(TestRequest::default().uri("/ws?a=1&token=abc"));
-        assert_eq!(offered_token(&head).token, Some("abc"));
-        let head = head_of(
-            TestRequest::default().insert_header((header::SEC_WEBSOCKET_PROTOCOL, "bearer, xyz")),
-        );
-        let offered = offered_token(&head);
-        assert_eq!(offered.token, Some("xyz"));
-        assert!(offered.bearer_offered);
-        let head =
-            head_of(TestRequest::default().insert_header((header::AUTHORIZATION, "Bearer t0k")));
-        assert_eq!(offered_token(&head).token, Some("t0k"));
-        let head = head_of(TestRequest::default().uri("/ws"));
-        assert_eq!(offered_token(&head).token, None);
-    }
-
-    #[test]
-    fn origin_is_checked_only_when_configured() {
-        let allowed = vec!["https://app.example".to_owned()];
-        let mut good = HeaderMap::new();
-        good.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("https://app.example"),
-        );
-        let mut bad = HeaderMap::new();
-        bad.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("https://evil.example"),
-        );
-        assert!(origin_allowed(&good, &allowed));
-        assert!(!origin_allowed(&bad, &allowed));
-        assert!(origin_allowed(&bad, &[]));
     }
 
     #[test]
