@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
-use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 
 use crate::close::{CloseCode, CloseReason};
@@ -25,6 +24,10 @@ use crate::ids::{ConnId, UserId};
 use crate::limiter::ConnectionPermit;
 use crate::metrics::RelayMetrics;
 use crate::wire::{ClientFrame, ClientFrames, Flushed, OutFrame, Outbox, ReadError};
+
+mod handoff;
+
+pub use handoff::{SpawnError, Upgraded};
 
 /// How long a closing session may take to flush its outbox and close frame to a slow client.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
@@ -69,16 +72,6 @@ pub struct SessionParams {
     pub metrics: RelayMetrics,
 }
 
-/// A socket whose upgrade request was accepted, handed over by the HTTP layer.
-pub struct Upgraded {
-    /// The connection.
-    pub stream: TcpStream,
-    /// What is left to write of the HTTP 101 answer, written before anything else.
-    pub handshake: Bytes,
-    /// Bytes the client sent after its upgrade request, already read by the HTTP layer.
-    pub read_ahead: BytesMut,
-}
-
 /// Where a session is in its close.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -107,54 +100,7 @@ pub struct Session {
     close_recorded: bool,
 }
 
-/// Why an upgraded socket could not be handed to its session.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SpawnError {
-    /// The stream could not be moved between threads.
-    #[error("cannot hand the socket over: {0}")]
-    Handoff(#[from] std::io::Error),
-    /// The hub's arbiter has stopped (the node is shutting down).
-    #[error("the arbiter of the user's hub has stopped")]
-    ArbiterGone,
-}
-
 impl Session {
-    /// Starts the session on the arbiter of its user's hub, moving the socket there: the hub
-    /// and every session of a user share one thread, so a message crosses threads once per
-    /// batch from the broker, not once per socket.
-    pub fn spawn(params: SessionParams, upgraded: Upgraded) -> Result<(), SpawnError> {
-        let arbiter = params.directory.arbiter_of(&params.user).clone();
-        let Upgraded {
-            stream,
-            mut handshake,
-            read_ahead,
-        } = upgraded;
-        // The 101 goes out now (a fresh socket's send buffer takes it whole), not after the
-        // move: the client's handshake waits one thread hop less.
-        if let Ok(written) = stream.try_write(&handshake) {
-            let _ = handshake.split_to(written);
-        }
-        // Leaves this thread's reactor; registered again with the target's.
-        let stream = stream.into_std()?;
-        let start = move || match TcpStream::from_std(stream) {
-            Ok(stream) => {
-                let upgraded = Upgraded {
-                    stream,
-                    handshake,
-                    read_ahead,
-                };
-                Session::start(params, upgraded);
-            }
-            Err(error) => tracing::warn!(%error, "cannot register a handed-over socket"),
-        };
-        if arbiter.spawn_fn(start) {
-            Ok(())
-        } else {
-            Err(SpawnError::ArbiterGone)
-        }
-    }
-
     /// Starts the session actor on the current arbiter.
     fn start(params: SessionParams, upgraded: Upgraded) -> Addr<Session> {
         let _ = upgraded.stream.set_nodelay(true);
