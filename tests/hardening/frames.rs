@@ -1,0 +1,1 @@
+//! Hardening regression tests: frames.
