@@ -62,6 +62,8 @@ pub enum CloseCode {
     ProtocolError,
     /// 1003: the client sent a binary frame.
     Unsupported,
+    /// 1007: a text message or close reason from the client that is not UTF-8.
+    InvalidPayload,
     /// 1008: authentication or origin refused; do not retry with the same token.
     PolicyViolation,
     /// 1009: a client frame over the size limit.
@@ -89,6 +91,7 @@ impl CloseCode {
             CloseCode::Normal => 1000,
             CloseCode::ProtocolError => 1002,
             CloseCode::Unsupported => 1003,
+            CloseCode::InvalidPayload => 1007,
             CloseCode::PolicyViolation => 1008,
             CloseCode::TooBig => 1009,
             CloseCode::Internal => 1011,
@@ -105,9 +108,10 @@ impl CloseCode {
     pub fn error_code(self) -> Option<ErrorCode> {
         match self {
             CloseCode::Normal => None,
-            CloseCode::ProtocolError | CloseCode::Unsupported | CloseCode::TooBig => {
-                Some(ErrorCode::ValidationError)
-            }
+            CloseCode::ProtocolError
+            | CloseCode::Unsupported
+            | CloseCode::InvalidPayload
+            | CloseCode::TooBig => Some(ErrorCode::ValidationError),
             CloseCode::PolicyViolation | CloseCode::TokenExpired => {
                 Some(ErrorCode::AuthenticationError)
             }
@@ -125,6 +129,7 @@ impl CloseCode {
             CloseCode::Normal => "1000",
             CloseCode::ProtocolError => "1002",
             CloseCode::Unsupported => "1003",
+            CloseCode::InvalidPayload => "1007",
             CloseCode::PolicyViolation => "1008",
             CloseCode::TooBig => "1009",
             CloseCode::Internal => "1011",
@@ -251,6 +256,7 @@ mod tests {
         let codes = [
             CloseCode::ProtocolError,
             CloseCode::Unsupported,
+            CloseCode::InvalidPayload,
             CloseCode::PolicyViolation,
             CloseCode::TooBig,
             CloseCode::Internal,

@@ -13,12 +13,15 @@
 //! - [`drain`] — the `DrainCoordinator` actor: readiness and graceful drain.
 //! - [`metrics`] — the Prometheus metrics the actors update.
 //! - [`trace`] — the forward-span hook and payload scans for `traceparent` and `ts`.
-//! - [`wire`] — WebSocket frames on a session's own TCP stream: outbox and client frames.
+//! - [`wire`] — the server's WebSocket frames on a session's own TCP stream (the outbox).
+//! - [`client_frames`] — the client's frames, validated as RFC 6455 requires as they arrive.
+//! - [`utf8`] — incremental UTF-8 validation of text arriving in pieces.
 //! - `ingest` (feature `kafka`) — the Kafka ingest: platform events become notifications.
 
 #![forbid(unsafe_code)]
 
 pub mod broker;
+pub mod client_frames;
 pub mod close;
 pub mod directory;
 pub mod drain;
@@ -31,6 +34,7 @@ pub mod metrics;
 pub mod payload;
 pub mod session;
 pub mod trace;
+pub mod utf8;
 pub mod wire;
 
 pub use broker::{Broker, BrokerError, BrokerHealth};

@@ -1,4 +1,5 @@
-//! The WebSocket wire format as a session speaks it on its own TCP stream after the upgrade.
+//! The server's side of the WebSocket wire format, as a session writes it on its own TCP
+//! stream after the upgrade (the client's side is `client_frames`).
 //!
 //! The socket leaves actix-http's HTTP/1 dispatcher at the upgrade (whose two 8 KiB buffers
 //! would otherwise stay with it for its whole life), so per-socket memory is only what is in
@@ -6,19 +7,12 @@
 //! - [`Outbox`]: the frames not yet taken by the kernel, each a small inline header plus a
 //!   shared handle on the payload bytes (one published message is never copied per socket),
 //!   written with one vectored write for as many frames as are queued.
-//! - [`ClientFrames`]: a stream of the client's frames, read into a buffer that exists only
-//!   while bytes are pending (an idle socket holds none), with the frame and message size
-//!   limits applied before a payload is buffered.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::pin::Pin;
-use std::rc::Rc;
-use std::task::{ready, Context, Poll};
 
-use actix_http::ws::{OpCode, Parser, ProtocolError};
-use bytes::{Bytes, BytesMut};
-use futures_util::Stream;
+use actix_http::ws::OpCode;
+use bytes::Bytes;
 use tokio::net::TcpStream;
 
 use crate::close::CloseReason;
@@ -28,8 +22,6 @@ use crate::payload::Payload;
 const MAX_HEAD: usize = 10;
 /// How many slices one vectored write may carry (two per frame).
 const MAX_SLICES: usize = 64;
-/// How much to read at a time; the buffer is released again once its bytes are parsed.
-const READ_CHUNK: usize = 2048;
 /// An outbox that has grown past this many slots is given back once it empties.
 const OUTBOX_KEEP: usize = 16;
 
@@ -217,177 +209,6 @@ impl Outbox {
         if self.frames.is_empty() && self.frames.capacity() > OUTBOX_KEEP {
             self.frames = VecDeque::new();
         }
-    }
-}
-
-/// What a client sent, as far as the session cares.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ClientFrame {
-    /// A complete text message (its content is not used).
-    Text,
-    /// The first frame of a binary message (refused by the session).
-    Binary,
-    /// A ping, with the payload to echo.
-    Ping(Bytes),
-    /// A pong.
-    Pong,
-    /// A close frame.
-    Close,
-}
-
-/// Why reading from a client stopped.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReadError {
-    /// A frame, or a message reassembled from continuations, over the size limit.
-    #[error("client frame over {limit} bytes")]
-    TooBig {
-        /// The limit in bytes.
-        limit: usize,
-    },
-    /// The client broke the WebSocket protocol.
-    #[error("websocket protocol error: {0}")]
-    Protocol(String),
-    /// The connection failed.
-    #[error("socket read failed: {0}")]
-    Io(#[from] io::Error),
-}
-
-/// The client's frames on a socket shared with its session (single-threaded: `Rc`).
-pub struct ClientFrames {
-    socket: Rc<TcpStream>,
-    buf: BytesMut,
-    max_size: usize,
-    /// The size so far of a text message arriving in continuation frames (its content is not
-    /// kept).
-    fragmented: Option<usize>,
-    done: bool,
-}
-
-impl ClientFrames {
-    /// Reads `socket`, starting with `read_ahead` (bytes that came with the upgrade request).
-    pub fn new(socket: Rc<TcpStream>, read_ahead: BytesMut, max_size: usize) -> Self {
-        Self {
-            socket,
-            buf: read_ahead,
-            max_size,
-            fragmented: None,
-            done: false,
-        }
-    }
-
-    /// The next complete frame in the buffer, if there is one.
-    fn parse(&mut self) -> Result<Option<ClientFrame>, ReadError> {
-        let limit = self.max_size;
-        let classify = |error| match error {
-            ProtocolError::Overflow => ReadError::TooBig { limit },
-            other => ReadError::Protocol(other.to_string()),
-        };
-        while let Some((fin, opcode, data)) =
-            Parser::parse(&mut self.buf, true, limit).map_err(classify)?
-        {
-            let len = data.as_ref().map_or(0, |data| data.len());
-            if let Some(frame) = self.on_frame(fin, opcode, data, len)? {
-                self.release_if_empty();
-                return Ok(Some(frame));
-            }
-        }
-        self.release_if_empty();
-        Ok(None)
-    }
-
-    fn on_frame(
-        &mut self,
-        fin: bool,
-        opcode: OpCode,
-        data: Option<BytesMut>,
-        len: usize,
-    ) -> Result<Option<ClientFrame>, ReadError> {
-        match opcode {
-            OpCode::Text | OpCode::Binary if self.fragmented.is_some() => Err(ReadError::Protocol(
-                "new message inside a fragmented one".into(),
-            )),
-            OpCode::Binary => Ok(Some(ClientFrame::Binary)),
-            OpCode::Text if fin => Ok(Some(ClientFrame::Text)),
-            OpCode::Text => {
-                self.fragmented = Some(len);
-                Ok(None)
-            }
-            OpCode::Continue => self.on_continuation(fin, len),
-            OpCode::Ping => Ok(Some(ClientFrame::Ping(
-                data.map(BytesMut::freeze).unwrap_or_default(),
-            ))),
-            OpCode::Pong => Ok(Some(ClientFrame::Pong)),
-            OpCode::Close => Ok(Some(ClientFrame::Close)),
-            OpCode::Bad => Err(ReadError::Protocol("bad opcode".into())),
-        }
-    }
-
-    fn on_continuation(&mut self, fin: bool, len: usize) -> Result<Option<ClientFrame>, ReadError> {
-        let Some(so_far) = self.fragmented.as_mut() else {
-            return Err(ReadError::Protocol("continuation without a start".into()));
-        };
-        *so_far = so_far.saturating_add(len);
-        if *so_far > self.max_size {
-            return Err(ReadError::TooBig {
-                limit: self.max_size,
-            });
-        }
-        if fin {
-            self.fragmented = None;
-            return Ok(Some(ClientFrame::Text));
-        }
-        Ok(None)
-    }
-
-    /// An idle socket holds no read buffer.
-    fn release_if_empty(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > 0 {
-            self.buf = BytesMut::new();
-        }
-    }
-
-    /// Reads what the socket has; `Ok(false)` at end of stream.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        loop {
-            ready!(self.socket.poll_read_ready(cx))?;
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
-                self.buf.reserve(READ_CHUNK);
-            }
-            match self.socket.try_read_buf(&mut self.buf) {
-                Ok(0) => return Poll::Ready(Ok(false)),
-                Ok(_) => return Poll::Ready(Ok(true)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-}
-
-impl Stream for ClientFrames {
-    type Item = Result<ClientFrame, ReadError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        while !this.done {
-            match this.parse() {
-                Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
-                Ok(None) => {}
-                Err(error) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(error)));
-                }
-            }
-            match ready!(this.poll_fill(cx)) {
-                Ok(true) => {}
-                Ok(false) => this.done = true,
-                Err(error) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(error.into())));
-                }
-            }
-        }
-        Poll::Ready(None)
     }
 }
 

@@ -17,13 +17,14 @@ use std::time::{Duration, Instant, SystemTime};
 use actix::prelude::*;
 use tokio::net::TcpStream;
 
+use crate::client_frames::{ClientFrame, ClientFrames, ReadError};
 use crate::close::{CloseCode, CloseReason};
 use crate::directory::Directory;
 use crate::hub::{Deliver, JoinRefusal, SessionControl, SessionLink};
 use crate::ids::{ConnId, UserId};
 use crate::limiter::ConnectionPermit;
 use crate::metrics::RelayMetrics;
-use crate::wire::{ClientFrame, ClientFrames, Flushed, OutFrame, Outbox, ReadError};
+use crate::wire::{Flushed, OutFrame, Outbox};
 
 mod handoff;
 
@@ -320,7 +321,7 @@ impl Session {
             }
             ClientFrame::Ping(bytes) => self.enqueue(ctx, OutFrame::pong(bytes)),
             ClientFrame::Pong => self.ping_sent_at = None,
-            ClientFrame::Close => self.on_client_close(ctx),
+            ClientFrame::Close(_) => self.on_client_close(ctx),
         }
     }
 
@@ -339,6 +340,9 @@ impl Session {
     fn on_read_error(&mut self, ctx: &mut Context<Self>, error: &ReadError) {
         match error {
             ReadError::TooBig { .. } => self.close(ctx, CloseCode::TooBig, "frame too large"),
+            ReadError::InvalidUtf8 => {
+                self.close(ctx, CloseCode::InvalidPayload, "text is not valid UTF-8");
+            }
             ReadError::Protocol(detail) => {
                 tracing::debug!(conn = self.params.conn.get(), detail, "protocol error");
                 self.close(ctx, CloseCode::ProtocolError, "protocol error");
