@@ -8,7 +8,7 @@
 //! - [`routes`] — the HTTP surface (`/ws`, `/healthz`, `/readyz`, `/metrics`, publish API).
 //! - [`correlation`] — correlation ids and request metrics middleware.
 //! - [`errors`] — the HTTP error JSON.
-//! - [`http_spans`] — HTTP request spans with the token redacted.
+//! - [`http_spans`] — HTTP request spans with query values redacted.
 //! - [`metrics`] — the Prometheus registry.
 //! - [`telemetry`] — logging.
 //! - [`dev`] — the zero-setup `--dev` mode.
