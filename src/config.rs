@@ -1615,7 +1615,6 @@ mod tests {
             ("shutdown.drain_timeout_s", |s| {
                 s.shutdown.drain_timeout_s = 0
             }),
-            ("api.body_timeout_s", |s| s.api.body_timeout_s = 0),
             ("telemetry.service_name", |s| {
                 s.telemetry.service_name = " ".into()
             }),
@@ -1633,6 +1632,14 @@ mod tests {
             assert_eq!(error.key(), Some(key), "{error}");
             assert_names(&error, key);
         }
+    }
+
+    #[test]
+    fn a_zero_body_timeout_is_refused() {
+        let mut settings = valid();
+        settings.api.body_timeout_s = 0;
+        let error = settings.validate(true).unwrap_err();
+        assert_eq!(error.key(), Some("api.body_timeout_s"), "{error}");
     }
 
     #[test]
