@@ -200,17 +200,29 @@ impl Default for ShutdownSettings {
 }
 
 /// `[api]`: the publish API. `Debug` never shows the key.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiSettings {
     /// Key of `POST /api/v1/publish`; empty = the endpoint is disabled.
     pub publish_api_key: String,
+    /// Longest a publish request's whole body may take to arrive (408 after).
+    pub body_timeout_s: u64,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            publish_api_key: String::new(),
+            body_timeout_s: 10,
+        }
+    }
 }
 
 impl fmt::Debug for ApiSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiSettings")
             .field("publish_api_key", &redacted(&self.publish_api_key))
+            .field("body_timeout_s", &self.body_timeout_s)
             .finish()
     }
 }
@@ -527,6 +539,7 @@ impl Settings {
         self.redis.validate()?;
         self.limits.validate()?;
         self.shutdown.validate()?;
+        self.api.validate()?;
         self.telemetry.validate()?;
         self.kafka.validate(&self.redis)
     }
@@ -611,6 +624,12 @@ impl LimitSettings {
 impl ShutdownSettings {
     fn validate(&self) -> Result<(), SettingsError> {
         seconds("shutdown.drain_timeout_s", self.drain_timeout_s)
+    }
+}
+
+impl ApiSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        seconds("api.body_timeout_s", self.body_timeout_s)
     }
 }
 
@@ -1351,6 +1370,7 @@ mod tests {
         assert_eq!(settings.redis.channel_prefix, "ws:");
         assert_eq!(settings.limits.max_connections, 100_000);
         assert_eq!(settings.shutdown.drain_timeout_s, 30);
+        assert_eq!(settings.api.body_timeout_s, 10);
         assert_eq!(settings.telemetry.log_format, LogFormat::Json);
     }
 
@@ -1612,6 +1632,14 @@ mod tests {
             assert_eq!(error.key(), Some(key), "{error}");
             assert_names(&error, key);
         }
+    }
+
+    #[test]
+    fn a_zero_body_timeout_is_refused() {
+        let mut settings = valid();
+        settings.api.body_timeout_s = 0;
+        let error = settings.validate(true).unwrap_err();
+        assert_eq!(error.key(), Some("api.body_timeout_s"), "{error}");
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub struct Finished<'a> {
     pub method: &'a Method,
     /// The route pattern (never the raw path).
     pub route: &'a str,
-    /// The path and query, token redacted.
+    /// The path and query, query values redacted ([`redacted_target`]).
     pub target: &'a str,
     /// The answer's status.
     pub status: u16,

@@ -1,6 +1,7 @@
 //! The root span of every HTTP request (tracing-actix-web), built so that it never carries a
-//! token: the target is recorded with the `token` query value replaced by `[redacted]`, and no
-//! header is recorded. An incoming W3C `traceparent` header becomes the span's parent.
+//! credential: the target is recorded with every query value redacted (see
+//! [`redacted_target`]), and no header is recorded. An incoming W3C `traceparent` header becomes
+//! the span's parent.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -13,22 +14,40 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::telemetry::remote_context;
 
-/// Root spans with the token redacted.
+/// Root spans with the query values redacted.
 pub struct RedactingRootSpan;
 
-/// The request path and query with the value of every `token` parameter replaced.
+/// Query parameters whose values are logged as sent (names compared ignoring ASCII case): none
+/// of them can carry a credential. Every other value is redacted, whatever its name.
+pub const LOGGED_QUERY_PARAMETERS: [&str; 2] = ["v", "since"];
+
+/// What a redacted query value is replaced with.
+const REDACTED: &str = "[redacted]";
+
+/// The request path and query, as logged: the value of every query parameter not in
+/// [`LOGGED_QUERY_PARAMETERS`] is replaced by `[redacted]` (a token, an API key, a password or
+/// anything else a client put there), and a parameter without `=` is replaced whole.
 pub fn redacted_target(path: &str, query: &str) -> String {
     if query.is_empty() {
         return path.to_owned();
     }
-    let redacted: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if key.eq_ignore_ascii_case("token") => format!("{key}=[redacted]"),
-            _ => pair.to_owned(),
-        })
-        .collect();
+    let redacted: Vec<String> = query.split('&').map(redacted_parameter).collect();
     format!("{path}?{}", redacted.join("&"))
+}
+
+fn redacted_parameter(parameter: &str) -> String {
+    match parameter.split_once('=') {
+        Some((name, _)) if !is_logged(name) => format!("{name}={REDACTED}"),
+        Some(_) => parameter.to_owned(),
+        None if parameter.is_empty() => String::new(),
+        None => REDACTED.to_owned(),
+    }
+}
+
+fn is_logged(name: &str) -> bool {
+    LOGGED_QUERY_PARAMETERS
+        .iter()
+        .any(|logged| name.eq_ignore_ascii_case(logged))
 }
 
 /// The root span of one request: method, route pattern and redacted target, no header; an
@@ -74,15 +93,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_values_are_redacted_and_the_rest_kept() {
+    fn every_query_value_is_redacted_but_the_allowed_ones() {
         assert_eq!(redacted_target("/ws", ""), "/ws");
         assert_eq!(
             redacted_target("/ws", "token=abc.def.ghi&x=1"),
-            "/ws?token=[redacted]&x=1"
+            "/ws?token=[redacted]&x=[redacted]"
         );
         assert_eq!(
-            redacted_target("/ws", "a=1&TOKEN=zzz"),
-            "/ws?a=1&TOKEN=[redacted]"
+            redacted_target("/ws", "access_token=a&API_KEY=b&sig=c&key=d"),
+            "/ws?access_token=[redacted]&API_KEY=[redacted]&sig=[redacted]&key=[redacted]"
         );
+        assert_eq!(
+            redacted_target("/api", "v=2&SINCE=17&password=p"),
+            "/api?v=2&SINCE=17&password=[redacted]"
+        );
+    }
+
+    #[test]
+    fn odd_queries_leak_nothing() {
+        assert_eq!(redacted_target("/h", "eyJhbGciOi.x.y"), "/h?[redacted]");
+        assert_eq!(
+            redacted_target("/h", "a=&=b&&"),
+            "/h?a=[redacted]&=[redacted]&&"
+        );
+        assert_eq!(redacted_target("/h", "%76=x"), "/h?%76=[redacted]");
+        assert_eq!(redacted_target("/h", "token=a=b"), "/h?token=[redacted]");
     }
 }

@@ -8,7 +8,7 @@
 //! - [`routes`] — the HTTP surface (`/ws`, `/healthz`, `/readyz`, `/metrics`, publish API).
 //! - [`correlation`] — correlation ids and request metrics middleware.
 //! - [`errors`] — the HTTP error JSON.
-//! - [`http_spans`] — HTTP request spans with the token redacted.
+//! - [`http_spans`] — HTTP request spans with query values redacted.
 //! - [`metrics`] — the Prometheus registry.
 //! - [`telemetry`] — logging.
 //! - [`dev`] — the zero-setup `--dev` mode.
@@ -61,7 +61,7 @@ const ACCEPT_MARGIN: usize = 1024;
 /// How long a closed WebSocket's TCP connection waits for the client to hang up before the
 /// server drops it (the close frame is already written); actix's default of 1 s doubled
 /// reconnect gaps during a drain.
-const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_millis(200);
+pub(crate) const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Handshakes the kernel may queue before the server accepts them. The listener is bound with
 /// std's 128, which overflowed under connect bursts (a dropped SYN costs the client 1 s).
@@ -221,6 +221,10 @@ pub async fn run(
         trace_user_hash: settings.telemetry.trace_user_id == TraceUserId::Hash,
     });
     let http_metrics = web::Data::new(metrics.http.clone());
+    let publish_body_limits = web::Data::new(routes::BodyLimits {
+        max_bytes: routes::PUBLISH_MAX_BODY_BYTES,
+        timeout: Duration::from_secs(settings.api.body_timeout_s),
+    });
     let ws_path = settings.server.ws_path.clone();
     let upgrade_context = routes::UpgradeContext {
         state: state.clone(),
@@ -239,7 +243,8 @@ pub async fn run(
             let ws_path = ws_path.clone();
             let app = App::new()
                 .app_data(state.clone())
-                .app_data(http_metrics.clone());
+                .app_data(http_metrics.clone())
+                .app_data(publish_body_limits.clone());
             let app = match ingest_status.clone() {
                 Some(status) => app.app_data(status),
                 None => app,

@@ -1,12 +1,15 @@
 //! HTTP routes: the WebSocket upgrade, health and readiness, metrics, the publish API, and the
 //! JSON 404 for everything else.
 
+mod body;
 mod health;
 mod offer;
 mod publish;
 mod ws;
 
+pub use body::BodyLimits;
 pub use health::IngestStatus;
+pub use publish::MAX_BODY_BYTES as PUBLISH_MAX_BODY_BYTES;
 pub use ws::{upgrade, UpgradeContext};
 
 use actix_web::{web, HttpRequest, HttpResponse};

@@ -1,6 +1,9 @@
 //! `POST /api/v1/publish`: backends without a Redis client publish to users through the
 //! configured broker (so every replica delivers). Key in `X-API-Key` or `Authorization: Bearer`;
 //! body `{"user_ids":[…],"data":…}`: a string is sent as is, any other JSON value compactly.
+//!
+//! The key is checked from the headers before the body is read (a caller without the key costs
+//! no buffer and is answered at once), and the body is read within [`BodyLimits`].
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -9,10 +12,13 @@ use serde::Deserialize;
 use serde_json::json;
 use ws_actors::{ErrorCode, UserId};
 
+use super::body::{self, BodyLimits};
 use crate::correlation::CorrelationId;
 use crate::errors::ApiError;
 use crate::state::AppState;
 
+/// Largest publish body: actix-web's default payload limit, which the endpoint always had.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Most users one publish call may address.
 const MAX_USERS: usize = 1000;
 /// Longest user id accepted (same bound as a token's `sub`).
@@ -28,31 +34,52 @@ struct PublishRequest {
 /// The publish endpoint.
 pub async fn publish(
     req: HttpRequest,
-    body: Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
+    limits: web::Data<BodyLimits>,
     cid: CorrelationId,
-) -> Result<HttpResponse, ApiError> {
+) -> HttpResponse {
+    if let Err(error) = check_key(&req, &state, &cid) {
+        return body::refuse_unread(error, payload);
+    }
+    let body = match body::read_within(&req, payload, **limits, &cid).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
+    };
+    match deliver(&body, &state, &cid).await {
+        Ok(count) => HttpResponse::Ok().json(json!({ "published": count })),
+        Err(error) => HttpResponse::from_error(error),
+    }
+}
+
+/// 404 when the API is disabled, 401 without the right key: decided from the headers alone.
+fn check_key(req: &HttpRequest, state: &AppState, cid: &CorrelationId) -> Result<(), ApiError> {
     let Some(expected) = state.publish_api_key.as_deref() else {
         return Err(ApiError::new(
             ErrorCode::NotFound,
             "publish API disabled",
-            &cid,
+            cid,
         ));
     };
-    if !key_matches(&req, expected) {
+    if !key_matches(req, expected) {
         return Err(ApiError::new(
             ErrorCode::AuthenticationError,
             "missing or wrong API key",
-            &cid,
+            cid,
         ));
     }
-    let (users, payload) = parse(&body, &cid)?;
+    Ok(())
+}
+
+/// Parses the body and publishes it; the number of users addressed.
+async fn deliver(body: &[u8], state: &AppState, cid: &CorrelationId) -> Result<usize, ApiError> {
+    let (users, payload) = parse(body, cid)?;
     let count = users.len();
     state.broker.publish(users, payload).await.map_err(|err| {
         tracing::warn!(error = %err, correlation_id = cid.as_str(), "publish failed");
-        ApiError::new(ErrorCode::ServiceUnavailable, "broker unavailable", &cid)
+        ApiError::new(ErrorCode::ServiceUnavailable, "broker unavailable", cid)
     })?;
-    Ok(HttpResponse::Ok().json(json!({ "published": count })))
+    Ok(count)
 }
 
 fn presented_key(req: &HttpRequest) -> Option<&str> {
