@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check CI runs, on a fresh Debian machine: installs what is missing (redis-server),
-# then formatting, clippy with warnings as errors, and every test of the workspace (unit, actor,
-# and end-to-end tests that start their own redis-server and server processes on free ports).
+# then formatting, clippy with warnings as errors, every test of the workspace (unit, actor,
+# and end-to-end tests that start their own redis-server and server processes on free ports),
+# and the Autobahn|Testsuite conformance run (scripts/autobahn/run.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "==> cargo test"
 cargo test --workspace --locked
+
+echo "==> RFC 6455 conformance: Autobahn|Testsuite fuzzingclient against the debug build"
+./scripts/autobahn/run.sh "${CARGO_TARGET_DIR:-target}/debug/websocket-service"
 
 echo "==> deploy/ checks (manifests, compose, env names, Dockerfile lint, server with deploy settings)"
 ./scripts/check-deploy.sh
