@@ -1,14 +1,17 @@
 //! Actor tests of message accounting (issue #11, defect 8): every message a node accepts is
 //! counted once, as forwarded or as dropped with its reason. A heartbeat ping that finds a
-//! stuck client's outbox full is not a message, and a directory shard's queue of broker messages
-//! is bounded in messages, not in envelopes.
+//! stuck client's outbox full is not a message, a message for a session that has just stopped
+//! is not lost uncounted, and a directory shard's queue of broker messages is bounded in
+//! messages, not in envelopes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use ws_actors::directory::{HubSettings, ROUTE_QUEUE_MAX};
+use ws_actors::directory::{HubSettings, RouteUser, ROUTE_QUEUE_MAX};
+use ws_actors::hub::{Deliver, SessionControl, SessionLink};
 use ws_actors::{
     ConnId, ConnectionLimiter, Directory, Payload, RelayMetrics, Session, SessionConfig,
     SessionParams, Upgraded, UserId,
@@ -169,12 +172,7 @@ async fn shard_queue_is_bounded_in_messages() {
         directory.route(nobody(), text("single"));
     }
     let batched = ROUTE_QUEUE_MAX - SINGLES + EXCESS;
-    directory.route_all((0..batched).map(|_| {
-        (
-            ws_actors::directory::RouteUser::Id(nobody()),
-            text("batched"),
-        )
-    }));
+    directory.route_all((0..batched).map(|_| (RouteUser::Id(nobody()), text("batched"))));
     directory.hub_count().await.expect("shard caught up"); // answered after every batch
 
     assert_eq!(dropped(&metrics, "overload"), EXCESS as u64);
@@ -188,4 +186,56 @@ async fn shard_queue_is_bounded_in_messages() {
         "room not given back"
     );
     assert_eq!(dropped(&metrics, "no_session"), ROUTE_QUEUE_MAX as u64 + 1);
+}
+
+/// A session that has stopped and whose leave the hub has not seen yet is not handed the
+/// message (it would be lost in a closed mailbox, counted nowhere): the hub counts it `closed`.
+#[actix::test]
+async fn message_for_a_stopped_session_is_counted_closed() {
+    let metrics = RelayMetrics::unregistered();
+    let directory = directory(&metrics);
+    let session = Stoppable.start();
+    let link = SessionLink {
+        deliver: session.clone().recipient(),
+        control: session.clone().recipient(),
+    };
+    directory.connect(UserId::new("gone"), ConnId::next(), link);
+    directory.hub_count().await.expect("shard running");
+    session.send(StopNow).await.expect("stop the session");
+    wait_until("the session's mailbox to close", || !session.connected()).await;
+
+    directory.route(UserId::new("gone"), text("late"));
+    wait_until("the message to be counted", || {
+        dropped(&metrics, "closed") == 1
+    })
+    .await;
+    assert_eq!(dropped(&metrics, "no_session"), 0);
+}
+
+/// Stands in for a session that stops on request.
+struct Stoppable;
+
+impl Actor for Stoppable {
+    type Context = Context<Self>;
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StopNow;
+
+impl Handler<StopNow> for Stoppable {
+    type Result = ();
+    fn handle(&mut self, _: StopNow, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Deliver> for Stoppable {
+    type Result = ();
+    fn handle(&mut self, _: Deliver, _: &mut Context<Self>) {}
+}
+
+impl Handler<SessionControl> for Stoppable {
+    type Result = ();
+    fn handle(&mut self, _: SessionControl, _: &mut Context<Self>) {}
 }

@@ -75,7 +75,7 @@ async fn stuck_reader_messages_are_each_counted_once() {
     loop {
         match stuck.next_frame(DEADLINE).await {
             Some(Frame::Text(_)) => received += 1,
-            Some(Frame::Close(Some((code, _)))) if code == 4009 => break,
+            Some(Frame::Close(Some((4009, _)))) => break,
             other => panic!("stuck reader: unexpected {other:?} after {received} messages"),
         }
     }
