@@ -12,13 +12,13 @@ const MESSAGES: usize = 200;
 /// The outbox bound of the test server.
 const SEND_QUEUE_MAX: u64 = 8;
 
-/// The sum of `ws_messages_dropped_total` over every reason a message for a socket can be
-/// dropped (a series that was never touched counts 0).
+/// `ws_messages_dropped_total` for `reason` (a series never touched counts 0).
 async fn dropped(server: &Server, reason: &str) -> f64 {
     let series = format!(r#"ws_messages_dropped_total{{reason="{reason}"}}"#);
     server.metric(&series).await.unwrap_or(0.0)
 }
 
+/// `ws_messages_forwarded_total` plus `ws_messages_dropped_total` over every reason.
 async fn accounted(server: &Server) -> f64 {
     let forwarded = server
         .metric("ws_messages_forwarded_total")
