@@ -8,10 +8,10 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::dev::SendError;
 use actix::prelude::*;
 
 use crate::hub::{
@@ -99,6 +99,8 @@ impl RouteUser {
 pub struct RouteBatch {
     /// Each user with its message.
     pub routes: Vec<(RouteUser, Payload)>,
+    /// Their room in the shard's queue, given back when the batch is dropped.
+    room: RouteRoom,
 }
 
 /// A hub reports that it has no session left after `joins_seen` joins.
@@ -187,17 +189,55 @@ impl DirectoryShard {
 
 /// Messages from the broker that may wait for a shard before new ones are dropped (and counted):
 /// when publishers outrun the node, memory stays bounded and the broker is still read at once.
+/// Counted in messages, however they are packed into [`RouteBatch`] envelopes.
 pub const ROUTE_QUEUE_MAX: usize = 65_536;
 /// Most messages in one [`RouteBatch`]: one mailbox envelope and one wake-up of the shard's
 /// thread carry up to this many.
 pub const ROUTE_BATCH_MAX: usize = 64;
 
+/// How many broker messages wait for one shard, shared by the senders and the batches in flight.
+#[derive(Clone, Debug, Default)]
+struct RouteQueue {
+    queued: Arc<AtomicUsize>,
+}
+
+impl RouteQueue {
+    /// Takes room for as many of `wanted` messages as fit under [`ROUTE_QUEUE_MAX`].
+    fn reserve(&self, wanted: usize) -> RouteRoom {
+        let mut granted = 0;
+        // The closure always returns `Some`, so the update cannot fail.
+        let _ = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                granted = wanted.min(ROUTE_QUEUE_MAX.saturating_sub(queued));
+                Some(queued + granted)
+            });
+        RouteRoom {
+            queued: Arc::clone(&self.queued),
+            granted,
+        }
+    }
+}
+
+/// Room for `granted` messages in a shard's queue; given back on drop, that is once the shard
+/// has routed the batch carrying it (or the batch was lost with a stopped shard).
+#[derive(Debug)]
+struct RouteRoom {
+    queued: Arc<AtomicUsize>,
+    granted: usize,
+}
+
+impl Drop for RouteRoom {
+    fn drop(&mut self) {
+        self.queued.fetch_sub(self.granted, Ordering::AcqRel);
+    }
+}
+
+/// The shard's mailbox itself is unbounded: the bound on broker messages is [`RouteQueue`]'s,
+/// in messages, and everything else a shard receives is sent with `do_send`, which ignores a
+/// mailbox's capacity anyway.
 impl Actor for DirectoryShard {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(ROUTE_QUEUE_MAX / ROUTE_BATCH_MAX);
-    }
 }
 
 impl Handler<Connect> for DirectoryShard {
@@ -263,9 +303,11 @@ impl Handler<RouteBatch> for DirectoryShard {
     type Result = ();
 
     fn handle(&mut self, batch: RouteBatch, _: &mut Context<Self>) {
-        for (user, payload) in batch.routes {
+        let RouteBatch { routes, room } = batch;
+        for (user, payload) in routes {
             self.route(user.as_str(), payload);
         }
+        drop(room); // routed: the queue has room for as many new messages
     }
 }
 
@@ -312,6 +354,8 @@ impl Handler<HubCount> for DirectoryShard {
 #[derive(Clone)]
 pub struct Directory {
     shards: Arc<[Addr<DirectoryShard>]>,
+    /// The broker messages waiting for each shard, by shard index.
+    queues: Arc<[RouteQueue]>,
     /// The arbiter each shard (and so each of its hubs) runs on, by shard index.
     arbiters: Arc<[ArbiterHandle]>,
     metrics: RelayMetrics,
@@ -337,6 +381,7 @@ impl Directory {
             .collect();
         Self {
             shards,
+            queues: arbiters.iter().map(|_| RouteQueue::default()).collect(),
             arbiters: Arc::from(arbiters),
             metrics,
         }
@@ -351,6 +396,7 @@ impl Directory {
         let shard = DirectoryShard::new(settings, interest, metrics.clone()).start();
         Self {
             shards: Arc::from(vec![shard]),
+            queues: Arc::from(vec![RouteQueue::default()]),
             arbiters: Arc::from(vec![Arbiter::current()]),
             metrics,
         }
@@ -383,14 +429,14 @@ impl Directory {
     }
 
     /// Hands a broker message to the user's hub, if the user has one here. Never waits: when
-    /// the shard is about [`ROUTE_QUEUE_MAX`] messages behind, the message is dropped and counted.
+    /// the shard is [`ROUTE_QUEUE_MAX`] messages behind, the message is dropped and counted.
     pub fn route(&self, user: UserId, payload: Payload) {
         self.route_all([(RouteUser::Id(user), payload)]);
     }
 
     /// Hands many broker messages to their users' hubs: one envelope per shard for up to
-    /// [`ROUTE_BATCH_MAX`] of them, in order per user. Never waits; what a full shard cannot
-    /// take is dropped and counted.
+    /// [`ROUTE_BATCH_MAX`] of them, in order per user. Never waits; what does not fit in a
+    /// shard's queue of [`ROUTE_QUEUE_MAX`] messages is dropped and counted (`overload`).
     pub fn route_all(&self, routes: impl IntoIterator<Item = (RouteUser, Payload)>) {
         let mut batches: Vec<Vec<(RouteUser, Payload)>> =
             self.shards.iter().map(|_| Vec::new()).collect();
@@ -408,17 +454,28 @@ impl Directory {
         }
     }
 
-    fn send_batch(&self, shard: usize, routes: Vec<(RouteUser, Payload)>) {
-        let count = routes.len() as u64;
-        if let Err(error) = self.shards[shard].try_send(RouteBatch { routes }) {
-            let reason = match error {
-                SendError::Full(_) => "overload",
-                SendError::Closed(_) => "shutdown",
-            };
+    /// Sends to a shard what its queue has room for; the rest is dropped and counted.
+    fn send_batch(&self, shard: usize, mut routes: Vec<(RouteUser, Payload)>) {
+        let room = self.queues[shard].reserve(routes.len());
+        self.count_dropped("overload", routes.len() - room.granted);
+        routes.truncate(room.granted);
+        if routes.is_empty() {
+            return;
+        }
+        let addr = &self.shards[shard];
+        if !addr.connected() {
+            self.count_dropped("shutdown", routes.len());
+            return;
+        }
+        addr.do_send(RouteBatch { routes, room });
+    }
+
+    fn count_dropped(&self, reason: &str, messages: usize) {
+        if messages > 0 {
             self.metrics
                 .messages_dropped
                 .with_label_values(&[reason])
-                .inc_by(count);
+                .inc_by(messages as u64);
         }
     }
 

@@ -212,31 +212,44 @@ impl Handler<Fanout> for UserHub {
     type Result = ();
 
     fn handle(&mut self, fanout: Fanout, _: &mut Context<Self>) {
-        let size = fanout.payload.len() as u64;
         let _span = self
             .forward_span(&fanout.payload)
             .map(tracing::Span::entered);
         self.observe_latency(&fanout.payload);
-        let sent = self.sessions.len() as u64;
+        if self.sessions.is_empty() {
+            self.count_dropped("no_session", 1);
+            return;
+        }
         // The last session takes the payload itself: a user with one socket costs no clone.
         let mut payload = Some(fanout.payload);
         let mut links = self.sessions.values().peekable();
+        let mut gone = 0;
         while let Some(link) = links.next() {
             let payload = match links.peek() {
                 Some(_) => payload.clone(),
                 None => payload.take(),
             };
-            if let Some(payload) = payload {
-                link.deliver.do_send(Deliver { payload });
+            match payload {
+                // A session counts what it is handed, as forwarded once written or as dropped.
+                Some(payload) if link.deliver.connected() => {
+                    link.deliver.do_send(Deliver { payload })
+                }
+                // Stopped, its leave not yet here: nobody else will count this one.
+                Some(_) => gone += 1,
+                None => {}
             }
         }
-        self.metrics.messages_forwarded.inc_by(sent);
-        self.metrics.bytes_forwarded.inc_by(sent * size);
-        if sent == 0 {
+        self.count_dropped("closed", gone);
+    }
+}
+
+impl UserHub {
+    fn count_dropped(&self, reason: &str, messages: u64) {
+        if messages > 0 {
             self.metrics
                 .messages_dropped
-                .with_label_values(&["no_session"])
-                .inc();
+                .with_label_values(&[reason])
+                .inc_by(messages);
         }
     }
 }

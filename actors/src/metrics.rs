@@ -16,13 +16,16 @@ pub struct RelayMetrics {
     pub connections_closed: IntCounterVec,
     /// How long sessions lasted.
     pub connection_duration: Histogram,
-    /// Frames queued to sockets.
+    /// Messages written to sockets (the kernel has taken the whole frame); control frames never
+    /// count. With `messages_dropped`, every message accepted for a socket counts exactly once.
     pub messages_forwarded: IntCounter,
-    /// Payload bytes queued to sockets.
+    /// Payload bytes of the messages written to sockets.
     pub bytes_forwarded: IntCounter,
     /// Size of each message received from the broker.
     pub message_size: Histogram,
-    /// Messages not delivered, by reason: slow_consumer, no_session.
+    /// Messages not delivered, by reason: slow_consumer (socket closed 4009), closed (socket
+    /// closed or lost otherwise before writing it), no_session, overload (shard queue full),
+    /// shutdown.
     pub messages_dropped: IntCounterVec,
     /// 1 while the broker connection is up.
     pub broker_connected: IntGauge,
@@ -68,11 +71,11 @@ impl RelayMetrics {
             )?,
             messages_forwarded: IntCounter::new(
                 "ws_messages_forwarded_total",
-                "Messages queued to WebSocket sessions",
+                "Messages written to WebSocket sockets",
             )?,
             bytes_forwarded: IntCounter::new(
                 "ws_bytes_forwarded_total",
-                "Payload bytes queued to WebSocket sessions",
+                "Payload bytes of messages written to WebSocket sockets",
             )?,
             message_size: Histogram::with_opts(
                 HistogramOpts::new(

@@ -30,6 +30,9 @@ const OUTBOX_KEEP: usize = 16;
 pub struct OutFrame {
     head: [u8; MAX_HEAD],
     head_len: u8,
+    /// Whether this is a published message (counted when written or dropped), not a control
+    /// frame or the handshake.
+    message: bool,
     body: Bytes,
 }
 
@@ -39,15 +42,20 @@ impl OutFrame {
         Self {
             head: [0; MAX_HEAD],
             head_len: 0,
+            message: false,
             body: bytes,
         }
     }
 
     /// A published message: a text frame for UTF-8, else a binary frame; the bytes are shared.
     pub fn message(payload: Payload) -> Self {
-        match payload {
+        let frame = match payload {
             Payload::Text(text) => Self::frame(OpCode::Text, text.into_bytes()),
             Payload::Binary(bytes) => Self::frame(OpCode::Binary, bytes),
+        };
+        Self {
+            message: true,
+            ..frame
         }
     }
 
@@ -69,7 +77,7 @@ impl OutFrame {
         Self::frame(OpCode::Close, Bytes::from(body))
     }
 
-    /// A final, unmasked frame of `opcode` carrying `body`.
+    /// A final, unmasked frame of `opcode` carrying `body` (not counted as a message).
     pub fn frame(opcode: OpCode, body: Bytes) -> Self {
         let mut head = [0u8; MAX_HEAD];
         head[0] = 0x80 | u8::from(opcode);
@@ -89,6 +97,7 @@ impl OutFrame {
         Self {
             head,
             head_len,
+            message: false,
             body,
         }
     }
@@ -107,6 +116,20 @@ impl OutFrame {
     pub fn wire_len(&self) -> usize {
         usize::from(self.head_len) + self.body.len()
     }
+
+    /// Whether this is a published message rather than a control frame or the handshake.
+    pub fn is_message(&self) -> bool {
+        self.message
+    }
+}
+
+/// Published messages whose frames the kernel has taken whole.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// How many.
+    pub messages: u64,
+    /// Their payload bytes (frame headers not included).
+    pub payload_bytes: u64,
 }
 
 /// How far a flush got.
@@ -124,6 +147,8 @@ pub struct Outbox {
     frames: VecDeque<OutFrame>,
     /// Bytes of the first frame already written.
     written: usize,
+    /// Messages written whole since [`Outbox::take_written`] last asked.
+    written_messages: Written,
 }
 
 impl Outbox {
@@ -142,12 +167,29 @@ impl Outbox {
         self.frames.is_empty()
     }
 
+    /// Messages waiting, counting one partly written (control frames are not counted).
+    pub fn messages(&self) -> usize {
+        self.frames.iter().filter(|frame| frame.message).count()
+    }
+
     /// Drops every frame not yet started; a frame partly written is kept so the stream stays
-    /// well formed.
-    pub fn drop_unstarted(&mut self) {
+    /// well formed. Returns how many of the dropped frames were messages.
+    pub fn drop_unstarted(&mut self) -> usize {
         let keep = usize::from(self.written > 0);
+        let dropped = self
+            .frames
+            .iter()
+            .skip(keep)
+            .filter(|frame| frame.message)
+            .count();
         self.frames.truncate(keep);
         self.release_if_empty();
+        dropped
+    }
+
+    /// The messages written whole since the last call.
+    pub fn take_written(&mut self) -> Written {
+        std::mem::take(&mut self.written_messages)
     }
 
     /// Writes as much as the kernel takes, several frames per system call.
@@ -201,7 +243,16 @@ impl Outbox {
             }
             written -= left;
             self.written = 0;
-            self.frames.pop_front();
+            if let Some(frame) = self.frames.pop_front() {
+                self.count_written(&frame);
+            }
+        }
+    }
+
+    fn count_written(&mut self, frame: &OutFrame) {
+        if frame.message {
+            self.written_messages.messages += 1;
+            self.written_messages.payload_bytes += frame.body.len() as u64;
         }
     }
 

@@ -9,6 +9,12 @@
 //! [`Outbox`] and go out together once the socket is writable. An outbox that reaches
 //! `send_queue_max` frames means the client does not read: the session drops them and closes
 //! with 4009, so one stuck client never holds memory or slows anyone else.
+//!
+//! Every message the hub hands to a session is counted exactly once: as forwarded when the
+//! kernel has taken its whole frame, or as dropped, `slow_consumer` when the socket was closed
+//! 4009 (the message that overflowed the outbox, those queued behind it, those arriving after),
+//! `closed` when it closed or was lost for any other reason. Pings, pongs and close frames are
+//! not messages and are never counted.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -24,7 +30,7 @@ use crate::hub::{Deliver, JoinRefusal, SessionControl, SessionLink};
 use crate::ids::{ConnId, UserId};
 use crate::limiter::ConnectionPermit;
 use crate::metrics::RelayMetrics;
-use crate::wire::{Flushed, OutFrame, Outbox};
+use crate::wire::{Flushed, OutFrame, Outbox, Written};
 
 mod handoff;
 
@@ -99,6 +105,9 @@ pub struct Session {
     left: bool,
     /// Whether the close was counted (a session that ends without one counts as abnormal).
     close_recorded: bool,
+    /// Whether the session was closed 4009: the messages it could not write were dropped
+    /// because the client does not read.
+    slow_consumer: bool,
 }
 
 impl Session {
@@ -129,6 +138,7 @@ impl Session {
                 phase: Phase::Open,
                 left: false,
                 close_recorded: false,
+                slow_consumer: false,
             }
         })
     }
@@ -149,7 +159,9 @@ impl Session {
             "closing session"
         );
         if code == CloseCode::SlowConsumer {
-            self.outbox.drop_unstarted();
+            self.slow_consumer = true;
+            let dropped = self.outbox.drop_unstarted();
+            self.count_undelivered(dropped);
         }
         self.send_close(ctx, &reason);
     }
@@ -189,12 +201,44 @@ impl Session {
             .inc();
     }
 
+    /// Counts `messages` accepted for this socket that will never be written, by why.
+    fn count_undelivered(&self, messages: usize) {
+        if messages == 0 {
+            return;
+        }
+        let reason = if self.slow_consumer {
+            "slow_consumer"
+        } else {
+            "closed"
+        };
+        self.params
+            .metrics
+            .messages_dropped
+            .with_label_values(&[reason])
+            .inc_by(messages as u64);
+    }
+
+    /// Counts the messages whose frames the kernel has taken whole since the last flush.
+    fn count_written(&mut self) {
+        let Written {
+            messages,
+            payload_bytes,
+        } = self.outbox.take_written();
+        if messages > 0 {
+            let metrics = &self.params.metrics;
+            metrics.messages_forwarded.inc_by(messages);
+            metrics.bytes_forwarded.inc_by(payload_bytes);
+        }
+    }
+
     /// Writes what the kernel takes now; waits for writability when it takes no more.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         if self.write_blocked {
             return;
         }
-        match self.outbox.write_to(&self.socket) {
+        let flushed = self.outbox.write_to(&self.socket);
+        self.count_written();
+        match flushed {
             Ok(Flushed::All) => {
                 if self.phase == Phase::Closing {
                     self.shut_down(ctx);
@@ -236,17 +280,16 @@ impl Session {
     }
 
     /// Queues a frame unless the outbox is full, in which case the client is a slow consumer.
+    /// A message that cannot be queued is counted as dropped; a control frame is not a message.
     fn enqueue(&mut self, ctx: &mut Context<Self>, frame: OutFrame) {
+        let is_message = frame.is_message();
         if self.phase != Phase::Open {
+            self.count_undelivered(usize::from(is_message));
             return;
         }
         if self.outbox.len() >= self.params.config.send_queue_max.max(1) {
-            self.params
-                .metrics
-                .messages_dropped
-                .with_label_values(&["slow_consumer"])
-                .inc();
             self.close(ctx, CloseCode::SlowConsumer, "send queue full");
+            self.count_undelivered(usize::from(is_message));
             return;
         }
         self.outbox.push(frame);
@@ -376,6 +419,7 @@ impl Actor for Session {
             self.record_close("abnormal");
         }
         self.leave_hub();
+        self.count_undelivered(self.outbox.messages());
     }
 }
 
