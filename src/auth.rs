@@ -368,12 +368,13 @@ fn subject(sub: &serde_json::Value) -> Result<String, AuthError> {
     Ok(sub.to_owned())
 }
 
-/// A JWT NumericDate (integer or fraction of seconds) as whole seconds.
+/// A JWT NumericDate (integer or fraction of seconds) as whole seconds; a fraction beyond the
+/// u64 range saturates (`as` casts saturate), a negative one is none.
 fn numeric_date(value: &serde_json::Value) -> Option<u64> {
     value.as_u64().or_else(|| {
         value
             .as_f64()
-            .filter(|f| *f >= 0.0)
+            .filter(|f| f.is_finite() && *f >= 0.0)
             .map(|f| f.round() as u64)
     })
 }
@@ -793,6 +794,66 @@ mod tests {
         );
         let text_exp = hs256(&json!({ "sub": "u", "exp": "soon" }));
         assert!(v.validate(&text_exp).is_err());
+    }
+
+    /// An HS256 token whose claims are `claims` verbatim (JSON text that `Value` cannot hold).
+    fn hs256_raw(claims: &str) -> String {
+        let input = format!(
+            "{}.{}",
+            base64(br#"{"alg":"HS256","typ":"JWT"}"#, true),
+            base64(claims.as_bytes(), true)
+        );
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::HS256);
+        format!("{input}.{}", signature.unwrap())
+    }
+
+    #[test]
+    fn far_future_exps_are_accepted_and_saturate() {
+        let lenient = validator(&AuthSettings {
+            leeway_s: 30,
+            ..hmac_settings()
+        });
+        for exp in [1u64 << 63, u64::MAX - 1, u64::MAX] {
+            let verified = lenient.validate(&hs256(&claims("u", exp))).unwrap();
+            assert_eq!(verified.expires_at, exp.saturating_add(30), "exp {exp}");
+        }
+        let float = hs256_raw(r#"{"sub":"u","exp":1.8e19}"#);
+        assert_eq!(
+            lenient.validate(&float).unwrap().expires_at,
+            18_000_000_000_000_000_030
+        );
+        let exp = now() + 600;
+        let fraction = hs256(&json!({ "sub": "u", "exp": exp as f64 + 0.4 }));
+        assert_eq!(lenient.validate(&fraction).unwrap().expires_at, exp + 30);
+    }
+
+    #[test]
+    fn exps_outside_the_numeric_date_range_are_refused() {
+        let v = validator(&hmac_settings());
+        for exp in [
+            "-1",
+            "-1.5",
+            "-9223372036854775809",
+            "18446744073709551616",
+            "1e20",
+            "1e400",
+            "-1e400",
+            "123456789012345678901234567890",
+            "true",
+            "null",
+            "[1]",
+        ] {
+            let token = hs256_raw(&format!(r#"{{"sub":"u","exp":{exp}}}"#));
+            let refusal = v.validate(&token).unwrap_err();
+            assert!(
+                matches!(
+                    refusal,
+                    AuthError::Malformed | AuthError::MissingClaim("exp")
+                ),
+                "exp {exp}: {refusal:?}"
+            );
+        }
     }
 
     #[test]

@@ -271,7 +271,7 @@ fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer 
         user: UserId::new(&verified.user_id),
         conn,
         correlation_id: cid.shared(),
-        expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(verified.expires_at),
+        expires_at: expiry_time(verified.expires_at),
         permit,
         config: state.session_config.clone(),
         directory: state.broker.directory().clone(),
@@ -281,6 +281,12 @@ fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer 
         handshake: handshake.clone(),
         params: Box::new(params),
     }
+}
+
+/// A token's expiry (unix seconds) as a time, or `None` when it is beyond what `SystemTime`
+/// can hold (e.g. `exp` = 2^63): a far-future expiry, which arms no timer.
+fn expiry_time(unix_seconds: u64) -> Option<SystemTime> {
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(unix_seconds))
 }
 
 /// The 101 answer to a valid upgrade request (selecting `bearer` whenever it was offered); a
@@ -344,5 +350,14 @@ mod tests {
         assert!(text.ends_with("x-correlation-id: cid-1\r\n\r\n"));
         let plain = head_of(TestRequest::default());
         assert!(handshake(&plain, false, &cid).is_err());
+    }
+
+    #[test]
+    fn an_expiry_beyond_system_time_is_no_expiry() {
+        assert_eq!(expiry_time(u64::MAX), None);
+        assert_eq!(expiry_time(1 << 63), None);
+        let in_2023 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(expiry_time(1_700_000_000), Some(in_2023));
+        assert!(expiry_time(1 << 62).is_some(), "representable, if far");
     }
 }

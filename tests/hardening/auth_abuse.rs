@@ -1,1 +1,42 @@
 //! Hardening regression tests: auth_abuse.
+//!
+//! Validly signed tokens that abuse the JWT format (an `exp` at the end of time, a `crit` header
+//! naming extensions the server does not understand) and an upgrade request over HTTP/1.0: each
+//! must get the contract's answer on the wire, never a panic, and leave other clients alone.
+
+use crate::common::{
+    publish_api_until_received, token, token_expiring, Server, TestSettings, WsClient,
+};
+
+/// `exp` values at the end of the u64 range: 2^63 and 2^64 − 1, and 2^62, which is still a
+/// representable `SystemTime` but ~1.5e11 years away.
+const FAR_FUTURE_EXPS: [u64; 3] = [1 << 63, u64::MAX, 1 << 62];
+
+/// Connects with `?token=`; panics with the server's view when the handshake fails.
+async fn connect_or_explain(server: &Server, token: &str, what: &str) -> WsClient {
+    match WsClient::try_connect(&server.ws_url(token), None, None).await {
+        Ok(client) => client,
+        Err(error) => panic!("{what}: the upgrade failed ({error})"),
+    }
+}
+
+/// A validly signed token whose `exp` is 2^63, 2^64 − 1 or 2^62 is accepted like any other: the
+/// socket receives what is published to its user, and a client connected before is unaffected.
+/// (Before the fix, the upgrade panicked on "overflow when adding duration to instant" and the
+/// client's handshake failed.)
+#[actix_web::test]
+async fn a_far_future_exp_is_accepted_and_never_panics() {
+    let server = Server::start(TestSettings::new().leeway_s(30)).await;
+    let mut bystander = server.connect(&token("bystander")).await;
+    publish_api_until_received(&server, "bystander", &mut bystander).await;
+
+    for (i, exp) in FAR_FUTURE_EXPS.into_iter().enumerate() {
+        let user = format!("far-future-{i}");
+        let what = format!("exp = {exp}");
+        let mut client = connect_or_explain(&server, &token_expiring(&user, exp), &what).await;
+        publish_api_until_received(&server, &user, &mut client).await;
+        publish_api_until_received(&server, "bystander", &mut bystander).await;
+    }
+    let log = server.log();
+    assert!(!log.contains("panicked"), "the server panicked:\n{log}");
+}
