@@ -4,13 +4,30 @@
 //! naming extensions the server does not understand) and an upgrade request over HTTP/1.0: each
 //! must get the contract's answer on the wire, never a panic, and leave other clients alone.
 
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::{json, Value};
+
 use crate::common::{
-    publish_api_until_received, token, token_expiring, Server, TestSettings, WsClient,
+    base64url, now, publish_api_until_received, token, token_expiring, Server, TestSettings,
+    WsClient, SECRET,
 };
 
 /// `exp` values at the end of the u64 range: 2^63 and 2^64 − 1, and 2^62, which is still a
 /// representable `SystemTime` but ~1.5e11 years away.
 const FAR_FUTURE_EXPS: [u64; 3] = [1 << 63, u64::MAX, 1 << 62];
+
+/// A token whose header is `header` verbatim (a JSON object text), signed HS256 with [`SECRET`].
+fn signed_with_header(header: &str, claims: &Value) -> String {
+    let signing_input = format!(
+        "{}.{}",
+        base64url(header.as_bytes()),
+        base64url(claims.to_string().as_bytes())
+    );
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    let signature = jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, Algorithm::HS256)
+        .expect("HS256 signs");
+    format!("{signing_input}.{signature}")
+}
 
 /// Connects with `?token=`; panics with the server's view when the handshake fails.
 async fn connect_or_explain(server: &Server, token: &str, what: &str) -> WsClient {
@@ -39,4 +56,38 @@ async fn a_far_future_exp_is_accepted_and_never_panics() {
     }
     let log = server.log();
     assert!(!log.contains("panicked"), "the server panicked:\n{log}");
+}
+
+/// A JWT whose header carries `crit` is refused 1008 AUTHENTICATION_ERROR (RFC 7515 §4.1.11:
+/// the server understands no extension), whatever `crit` holds; the same token without `crit`
+/// is accepted, so the refusal is the `crit` header's doing. (Before the fix, the tokens whose
+/// `crit` is an array or null were accepted.)
+#[actix_web::test]
+async fn a_crit_header_is_refused_1008() {
+    let server = Server::start(TestSettings::new()).await;
+    let claims = json!({ "sub": "crit-user", "exp": now() + 3600 });
+
+    let plain = signed_with_header(r#"{"alg":"HS256","typ":"JWT"}"#, &claims);
+    let mut accepted = connect_or_explain(&server, &plain, "no crit").await;
+    publish_api_until_received(&server, "crit-user", &mut accepted).await;
+
+    for header in [
+        r#"{"alg":"HS256","typ":"JWT","crit":["urn:example:ext"],"urn:example:ext":true}"#,
+        r#"{"alg":"HS256","crit":["b64"],"b64":false}"#,
+        r#"{"alg":"HS256","crit":["exp"]}"#,
+        r#"{"alg":"HS256","crit":[]}"#,
+        r#"{"alg":"HS256","crit":null}"#,
+        r#"{"alg":"HS256","crit":"urn:example:ext"}"#,
+    ] {
+        let token = signed_with_header(header, &claims);
+        let mut refused = connect_or_explain(&server, &token, header).await;
+        let closed = refused
+            .expect_close_with(1008, "AUTHENTICATION_ERROR")
+            .await;
+        assert!(
+            !closed.reason.contains(&token),
+            "the close reason echoes the token: {}",
+            closed.reason
+        );
+    }
 }
