@@ -290,8 +290,16 @@ fn expiry_time(unix_seconds: u64) -> Option<SystemTime> {
 }
 
 /// The 101 answer to a valid upgrade request (selecting `bearer` whenever it was offered); a
-/// request that is no valid upgrade gets a 400 with the error JSON.
+/// request that is no valid upgrade (including one over HTTP/1.0: RFC 6455 §4.1 needs HTTP/1.1
+/// or later) gets a 400 with the error JSON.
 fn handshake(head: &RequestHead, bearer: bool, cid: &CorrelationId) -> Result<Bytes, ApiError> {
+    if head.version < actix_http::Version::HTTP_11 {
+        return Err(ApiError::new(
+            ErrorCode::ValidationError,
+            "not a valid WebSocket upgrade: HTTP/1.1 or later is required",
+            cid,
+        ));
+    }
     actix_http::ws::verify_handshake(head).map_err(|error| {
         ApiError::new(
             ErrorCode::ValidationError,
@@ -350,6 +358,9 @@ mod tests {
         assert!(text.ends_with("x-correlation-id: cid-1\r\n\r\n"));
         let plain = head_of(TestRequest::default());
         assert!(handshake(&plain, false, &cid).is_err());
+        let mut http_1_0 = head.clone();
+        http_1_0.version = actix_http::Version::HTTP_10;
+        assert!(handshake(&http_1_0, false, &cid).is_err());
     }
 
     #[test]

@@ -6,10 +6,11 @@
 
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::common::{
-    base64url, now, publish_api_until_received, token, token_expiring, Server, TestSettings,
-    WsClient, SECRET,
+    base64url, now, publish_api_until_received, token, token_expiring, HttpReply, Server,
+    TestSettings, WsClient, DEADLINE, SECRET,
 };
 
 /// `exp` values at the end of the u64 range: 2^63 and 2^64 − 1, and 2^62, which is still a
@@ -90,4 +91,77 @@ async fn a_crit_header_is_refused_1008() {
             closed.reason
         );
     }
+}
+
+/// Sends `request` on a fresh connection and reads until the server hangs up, the answer's head
+/// is complete (`head_only`) or [`DEADLINE`] passes: what a client speaking raw HTTP sees.
+async fn raw_exchange(server: &Server, request: &str, head_only: bool) -> Vec<u8> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port()))
+        .await
+        .expect("connect");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    let mut received = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        while !(head_only && received.windows(4).any(|w| w == b"\r\n\r\n")) {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DEADLINE, read).await;
+    received
+}
+
+/// A raw HTTP/1.x answer as an [`HttpReply`] (status and body; no headers needed here).
+fn parse_reply(response: &[u8]) -> HttpReply {
+    let text = String::from_utf8_lossy(response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no complete response head in {text:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    assert!(head.starts_with("HTTP/1.1 "), "status line of {head:?}");
+    HttpReply {
+        status,
+        headers: Vec::new(),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+fn upgrade_request(version: &str, token: &str) -> String {
+    format!(
+        "GET /ws?token={token} {version}\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+}
+
+/// An upgrade request over HTTP/1.0 is answered 400 with the error JSON (RFC 6455 §4.1 needs
+/// HTTP/1.1 or later); the same request over HTTP/1.1 is upgraded. (Before the fix, the
+/// HTTP/1.0 request was upgraded: 101.)
+#[actix_web::test]
+async fn an_http_1_0_upgrade_is_answered_400() {
+    let server = Server::start(TestSettings::new()).await;
+    let token = token("old-client");
+
+    let upgraded = raw_exchange(&server, &upgrade_request("HTTP/1.1", &token), true).await;
+    assert_eq!(parse_reply(&upgraded).status, 101, "the HTTP/1.1 control");
+
+    let refused = raw_exchange(&server, &upgrade_request("HTTP/1.0", &token), false).await;
+    let error = parse_reply(&refused).assert_error(400, "VALIDATION_ERROR");
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(message.contains("HTTP/1.1"), "message: {message}");
+    assert_eq!(
+        server.get("/healthz").await.status,
+        200,
+        "the server still answers"
+    );
 }
