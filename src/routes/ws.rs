@@ -177,13 +177,6 @@ fn outcome(state: &AppState, outcome: &'static str) {
     tracing::Span::current().record("outcome", outcome);
 }
 
-/// A stable, non-reversible tag for a user id in traces (never the id itself).
-fn user_hash(user_id: &str) -> String {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    std::hash::Hash::hash(user_id, &mut hasher);
-    format!("{:016x}", std::hash::Hasher::finish(&hasher))
-}
-
 fn validate(state: &AppState, token: Option<&str>) -> Result<VerifiedToken, AuthError> {
     let span = tracing::info_span!(
         target: SPAN_TARGET,
@@ -251,8 +244,8 @@ fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer 
             return refuse(CloseCode::PolicyViolation, reason);
         }
     };
-    if state.trace_user_hash {
-        tracing::Span::current().record("user.hash", user_hash(&verified.user_id));
+    if let Some(hasher) = &state.trace_user_hash {
+        tracing::Span::current().record("user.hash", hasher.hash(&verified.user_id));
     }
     let Some(permit) = state.limiter.try_acquire() else {
         outcome(state, "quota_global");

@@ -3,14 +3,15 @@
 //! Validly signed tokens that abuse the JWT format (an `exp` at the end of time, a `crit` header
 //! naming extensions the server does not understand) and an upgrade request over HTTP/1.0: each
 //! must get the contract's answer on the wire, never a panic, and leave other clients alone.
+//! And the user-id hash in traces must be keyed, so that it cannot be reversed by guessing ids.
 
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::common::{
-    base64url, now, publish_api_until_received, token, token_expiring, HttpReply, Server,
-    TestSettings, WsClient, DEADLINE, SECRET,
+    base64url, now, publish_api_until_received, token, token_expiring, wait_until, HttpReply,
+    Server, TestSettings, WsClient, DEADLINE, SECRET,
 };
 
 /// `exp` values at the end of the u64 range: 2^63 and 2^64 − 1, and 2^62, which is still a
@@ -164,4 +165,54 @@ async fn an_http_1_0_upgrade_is_answered_400() {
         200,
         "the server still answers"
     );
+}
+
+/// HMAC-SHA256 of `message` under `key`, its first 8 bytes in hex: computed here, independently
+/// of the server.
+fn hmac_sha256_hex16(key: &[u8], message: &[u8]) -> String {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(message);
+    let digest = mac.finalize().into_bytes();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// With `telemetry.trace_user_id = "hash"` (the default), the `user.hash` a connect span
+/// carries is HMAC-SHA256 of the user id, truncated to 16 hex digits, keyed by
+/// `telemetry.trace_user_id_key` (here from `WS__TELEMETRY__TRACE_USER_ID_KEY`) or, when that is
+/// empty, by HMAC-SHA256 of a fixed label under `auth.jwt_secret`; the key is never logged.
+/// (Before the fix, the hash was Rust's unkeyed `DefaultHasher`.)
+#[actix_web::test]
+async fn the_user_hash_in_spans_is_a_keyed_hmac() {
+    const KEY: &str = "trace-key-for-the-test-0f3a9c";
+    const LABEL: &[u8] = b"websocket-service telemetry.trace_user_id_key v1";
+    let derived_key = {
+        use hmac::Mac as _;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+        mac.update(LABEL);
+        mac.finalize().into_bytes().to_vec()
+    };
+    let pretty_debug = || {
+        TestSettings::new()
+            .env("WS__TELEMETRY__LOG_FORMAT", "pretty")
+            .env("RUST_LOG", "debug")
+    };
+    for (settings, key) in [
+        (pretty_debug(), derived_key),
+        (
+            pretty_debug().env("WS__TELEMETRY__TRACE_USER_ID_KEY", KEY),
+            KEY.as_bytes().to_vec(),
+        ),
+    ] {
+        let server = Server::start(settings).await;
+        let mut client = server.connect(&token("hashed-user")).await;
+        publish_api_until_received(&server, "hashed-user", &mut client).await;
+        let expected = hmac_sha256_hex16(&key, b"hashed-user");
+        let what = format!("user.hash {expected} in the connect span's log lines");
+        wait_until(DEADLINE, &what, || async {
+            server.log().contains(&expected)
+        })
+        .await;
+        assert!(!server.log().contains(KEY), "the key is logged");
+    }
 }
