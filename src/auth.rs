@@ -92,6 +92,10 @@ pub enum AuthError {
     /// `nbf` is in the future (beyond the leeway).
     #[error("token not valid yet")]
     NotYetValid,
+    /// The header has `crit`: it names extensions that must be understood, and this server
+    /// understands none (RFC 7515 §4.1.11).
+    #[error("token header names critical extensions (crit)")]
+    CriticalExtension,
 }
 
 impl AuthError {
@@ -113,6 +117,7 @@ impl AuthError {
             Self::InvalidAudience => "bad audience",
             Self::InvalidSubject => "bad subject",
             Self::NotYetValid => "not yet valid",
+            Self::CriticalExtension => "crit unsupported",
         }
     }
 }
@@ -150,6 +155,7 @@ impl TokenValidator {
             return Err(AuthError::Malformed);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        refuse_critical_extensions(token)?;
         let validation = &self.inner.validation;
         if !validation.algorithms.contains(&header.alg) {
             return Err(AuthError::AlgorithmNotAllowed);
@@ -358,6 +364,20 @@ fn missing_claim(claim: &str) -> AuthError {
     }
 }
 
+/// Refuses a token whose header has a `crit` member at all (an empty, null or malformed one
+/// too): this server understands no JWS extension. `jsonwebtoken` ignores `crit`, so the
+/// header's JSON is read here.
+fn refuse_critical_extensions(token: &str) -> Result<(), AuthError> {
+    let encoded = token.split('.').next().unwrap_or_default();
+    let json = base64url_decode(encoded).ok_or(AuthError::Malformed)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&json).map_err(|_| AuthError::Malformed)?;
+    if header.contains_key("crit") {
+        return Err(AuthError::CriticalExtension);
+    }
+    Ok(())
+}
+
 /// The user id: `sub` as a non-empty string of at most 256 bytes without control characters.
 /// Anything else is allowed verbatim (channel names are exact, never patterns).
 fn subject(sub: &serde_json::Value) -> Result<String, AuthError> {
@@ -368,12 +388,13 @@ fn subject(sub: &serde_json::Value) -> Result<String, AuthError> {
     Ok(sub.to_owned())
 }
 
-/// A JWT NumericDate (integer or fraction of seconds) as whole seconds.
+/// A JWT NumericDate (integer or fraction of seconds) as whole seconds; a fraction beyond the
+/// u64 range saturates (`as` casts saturate), a negative one is none.
 fn numeric_date(value: &serde_json::Value) -> Option<u64> {
     value.as_u64().or_else(|| {
         value
             .as_f64()
-            .filter(|f| *f >= 0.0)
+            .filter(|f| f.is_finite() && *f >= 0.0)
             .map(|f| f.round() as u64)
     })
 }
@@ -457,6 +478,15 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
+}
+
+/// Unpadded base64url (RFC 4648 §5), as JWS segments are written.
+fn base64url_decode(text: &str) -> Option<Vec<u8>> {
+    let standard_only = |b: u8| matches!(b, b'+' | b'/' | b'=') || b.is_ascii_whitespace();
+    if text.bytes().any(standard_only) {
+        return None;
+    }
+    base64_decode(&text.replace('-', "+").replace('_', "/"))
 }
 
 fn sextet(digit: u8) -> Option<u8> {
@@ -795,6 +825,109 @@ mod tests {
         assert!(v.validate(&text_exp).is_err());
     }
 
+    /// An HS256 token whose claims are `claims` verbatim (JSON text that `Value` cannot hold).
+    fn hs256_raw(claims: &str) -> String {
+        hs256_parts(r#"{"alg":"HS256","typ":"JWT"}"#, claims)
+    }
+
+    /// An HS256 token whose header is `header` verbatim.
+    fn hs256_with_header(header: &str, claims: &Value) -> String {
+        hs256_parts(header, &claims.to_string())
+    }
+
+    /// An HS256 token of `header` and `claims`, both JSON texts taken verbatim.
+    fn hs256_parts(header: &str, claims: &str) -> String {
+        let input = format!(
+            "{}.{}",
+            base64(header.as_bytes(), true),
+            base64(claims.as_bytes(), true)
+        );
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::HS256);
+        format!("{input}.{}", signature.unwrap())
+    }
+
+    #[test]
+    fn any_crit_header_is_refused() {
+        let v = validator(&hmac_settings());
+        let body = claims("user-1", now() + 600);
+        let plain = hs256_with_header(r#"{"alg":"HS256","typ":"JWT"}"#, &body);
+        assert!(v.validate(&plain).is_ok(), "the helper signs valid tokens");
+        for header in [
+            r#"{"alg":"HS256","crit":["urn:example:ext"],"urn:example:ext":1}"#,
+            r#"{"alg":"HS256","crit":["b64"],"b64":false}"#,
+            r#"{"alg":"HS256","crit":[]}"#,
+            r#"{"alg":"HS256","crit":null}"#,
+            r#"{"crit":["exp"],"alg":"HS256","typ":"JWT"}"#,
+        ] {
+            let token = hs256_with_header(header, &body);
+            assert_eq!(
+                v.validate(&token),
+                Err(AuthError::CriticalExtension),
+                "{header}"
+            );
+        }
+        let malformed = hs256_with_header(r#"{"alg":"HS256","crit":"b64"}"#, &body);
+        assert!(v.validate(&malformed).is_err());
+    }
+
+    #[test]
+    fn base64url_decodes_jws_segments_only() {
+        assert_eq!(base64url_decode("-_8").unwrap(), [0xfb, 0xff]);
+        assert_eq!(base64url_decode("eyJ9").unwrap(), b"{\"}");
+        for not_url in ["+/8", "eyJ9=", "ey J9", "e*"] {
+            assert!(base64url_decode(not_url).is_none(), "{not_url}");
+        }
+    }
+
+    #[test]
+    fn far_future_exps_are_accepted_and_saturate() {
+        let lenient = validator(&AuthSettings {
+            leeway_s: 30,
+            ..hmac_settings()
+        });
+        for exp in [1u64 << 63, u64::MAX - 1, u64::MAX] {
+            let verified = lenient.validate(&hs256(&claims("u", exp))).unwrap();
+            assert_eq!(verified.expires_at, exp.saturating_add(30), "exp {exp}");
+        }
+        let float = hs256_raw(r#"{"sub":"u","exp":1.8e19}"#);
+        assert_eq!(
+            lenient.validate(&float).unwrap().expires_at,
+            18_000_000_000_000_000_030
+        );
+        let exp = now() + 600;
+        let fraction = hs256(&json!({ "sub": "u", "exp": exp as f64 + 0.4 }));
+        assert_eq!(lenient.validate(&fraction).unwrap().expires_at, exp + 30);
+    }
+
+    #[test]
+    fn exps_outside_the_numeric_date_range_are_refused() {
+        let v = validator(&hmac_settings());
+        for exp in [
+            "-1",
+            "-1.5",
+            "-9223372036854775809",
+            "18446744073709551616",
+            "1e20",
+            "1e400",
+            "-1e400",
+            "123456789012345678901234567890",
+            "true",
+            "null",
+            "[1]",
+        ] {
+            let token = hs256_raw(&format!(r#"{{"sub":"u","exp":{exp}}}"#));
+            let refusal = v.validate(&token).unwrap_err();
+            assert!(
+                matches!(
+                    refusal,
+                    AuthError::Malformed | AuthError::MissingClaim("exp")
+                ),
+                "exp {exp}: {refusal:?}"
+            );
+        }
+    }
+
     #[test]
     fn a_future_nbf_is_not_yet_valid() {
         let token = hs256(&json!({ "sub": "u", "exp": now() + 600, "nbf": now() + 300 }));
@@ -976,6 +1109,7 @@ mod tests {
             AuthError::InvalidAudience,
             AuthError::InvalidSubject,
             AuthError::NotYetValid,
+            AuthError::CriticalExtension,
         ];
         for error in all {
             let message = error.public_message();

@@ -30,7 +30,11 @@ const MIN_FRAME_BYTES: usize = 1024;
 /// Largest accepted duration setting (one year): larger values overflow timer arithmetic.
 const MAX_SECONDS: u64 = 365 * 24 * 3600;
 /// Settings whose values must never appear in an error message.
-const SECRET_KEYS: [&str; 2] = ["auth.jwt_secret", "api.publish_api_key"];
+const SECRET_KEYS: [&str; 3] = [
+    "auth.jwt_secret",
+    "api.publish_api_key",
+    "telemetry.trace_user_id_key",
+];
 
 /// All settings; each field is one `[section]` of `settings.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -227,8 +231,8 @@ impl fmt::Debug for ApiSettings {
     }
 }
 
-/// `[telemetry]`: logs and traces.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// `[telemetry]`: logs and traces. `Debug` never shows the user-id hash key.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetrySettings {
     /// `service.name` of traces and the `service` field of error bodies.
@@ -239,6 +243,9 @@ pub struct TelemetrySettings {
     pub log_format: LogFormat,
     /// Whether the `websocket.connect` span carries a hash of the user id or nothing of it.
     pub trace_user_id: TraceUserId,
+    /// Secret key of that hash (HMAC-SHA256), at least 16 bytes; empty = derived from
+    /// `auth.jwt_secret`, or random per process when there is none.
+    pub trace_user_id_key: String,
 }
 
 impl Default for TelemetrySettings {
@@ -248,11 +255,24 @@ impl Default for TelemetrySettings {
             otlp_endpoint: String::new(),
             log_format: LogFormat::Json,
             trace_user_id: TraceUserId::Hash,
+            trace_user_id_key: String::new(),
         }
     }
 }
 
-/// What spans record of the user: `"hash"` (a stable 64-bit hash, to correlate a user's
+impl fmt::Debug for TelemetrySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TelemetrySettings")
+            .field("service_name", &self.service_name)
+            .field("otlp_endpoint", &self.otlp_endpoint)
+            .field("log_format", &self.log_format)
+            .field("trace_user_id", &self.trace_user_id)
+            .field("trace_user_id_key", &redacted(&self.trace_user_id_key))
+            .finish()
+    }
+}
+
+/// What spans record of the user: `"hash"` (a keyed 64-bit hash, to correlate a user's
 /// connections) or `"omit"` (nothing).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -648,6 +668,18 @@ impl TelemetrySettings {
         if !(endpoint.is_empty() || is_url) {
             let reason = format!("expected an http:// or https:// URL, or empty, got {endpoint:?}");
             return Err(SettingsError::invalid("telemetry.otlp_endpoint", reason));
+        }
+        let key = &self.trace_user_id_key;
+        if !key.is_empty() && key.len() < auth::MIN_SECRET_BYTES {
+            let reason = format!(
+                "must be at least {} bytes, got {}",
+                auth::MIN_SECRET_BYTES,
+                key.len()
+            );
+            return Err(SettingsError::invalid(
+                "telemetry.trace_user_id_key",
+                reason,
+            ));
         }
         Ok(())
     }
@@ -1404,6 +1436,19 @@ mod tests {
     }
 
     #[test]
+    fn trace_user_id_key_is_a_secret_setting() {
+        let key = "0123456789abcdef-trace";
+        let vars = [("WS__TELEMETRY__TRACE_USER_ID_KEY", key)];
+        let settings = load("", &vars).unwrap();
+        assert_eq!(settings.telemetry.trace_user_id_key, key);
+        assert!(settings.telemetry.validate().is_ok());
+        let short = load("[telemetry]\ntrace_user_id_key = \"short-key\"\n", &[]).unwrap();
+        let error = short.telemetry.validate().unwrap_err();
+        let text = assert_names(&error, "telemetry.trace_user_id_key");
+        assert!(!text.contains("short-key"), "{text}");
+    }
+
+    #[test]
     fn the_environment_overrides_the_file() {
         let settings = load(
             "[limits]\nmax_connections = 7\n[redis]\nurl = \"redis://file:6379\"\n",
@@ -1894,9 +1939,12 @@ user_pointer = "/metadata/user_id"
     fn debug_hides_secrets() {
         let mut settings = valid();
         settings.api.publish_api_key = "publish-key-value".into();
+        settings.telemetry.trace_user_id_key = "trace-key-value-0123".into();
         let text = format!("{settings:?}");
         assert!(
-            !text.contains(SECRET) && !text.contains("publish-key-value"),
+            !text.contains(SECRET)
+                && !text.contains("publish-key-value")
+                && !text.contains("trace-key-value"),
             "{text}"
         );
         assert!(text.contains("[redacted]"), "{text}");

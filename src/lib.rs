@@ -49,10 +49,11 @@ use ws_actors::trace::ForwardTracer;
 use ws_actors::{Broker, ConnectionLimiter, DrainCoordinator, DrainState, SessionConfig};
 
 use crate::auth::TokenValidator;
-use crate::config::{Settings, TraceUserId};
+use crate::config::Settings;
 use crate::http_spans::RedactingRootSpan;
 use crate::metrics::Metrics;
 use crate::state::AppState;
+use crate::telemetry::UserIdHasher;
 
 /// Extra HTTP connections each worker serves beyond the cap (upgraded sockets leave the HTTP
 /// layer, so this bounds requests in flight, not WebSockets).
@@ -218,7 +219,7 @@ pub async fn run(
         session_config: Arc::new(session_config(&settings)),
         allowed_origins: settings.server.allowed_origins.clone(),
         publish_api_key: Some(settings.api.publish_api_key.clone()).filter(|k| !k.is_empty()),
-        trace_user_hash: settings.telemetry.trace_user_id == TraceUserId::Hash,
+        trace_user_hash: UserIdHasher::from_settings(&settings.telemetry, &settings.auth)?,
     });
     let http_metrics = web::Data::new(metrics.http.clone());
     let publish_body_limits = web::Data::new(routes::BodyLimits {

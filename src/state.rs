@@ -26,6 +26,6 @@ pub struct AppState {
     pub allowed_origins: Vec<String>,
     /// The publish API key; `None` disables the endpoint.
     pub publish_api_key: Option<String>,
-    /// Record a hash of the user id on connect spans.
-    pub trace_user_hash: bool,
+    /// Records a keyed hash of the user id on connect spans; `None`: nothing of it.
+    pub trace_user_hash: Option<crate::telemetry::UserIdHasher>,
 }

@@ -177,13 +177,6 @@ fn outcome(state: &AppState, outcome: &'static str) {
     tracing::Span::current().record("outcome", outcome);
 }
 
-/// A stable, non-reversible tag for a user id in traces (never the id itself).
-fn user_hash(user_id: &str) -> String {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    std::hash::Hash::hash(user_id, &mut hasher);
-    format!("{:016x}", std::hash::Hasher::finish(&hasher))
-}
-
 fn validate(state: &AppState, token: Option<&str>) -> Result<VerifiedToken, AuthError> {
     let span = tracing::info_span!(
         target: SPAN_TARGET,
@@ -251,8 +244,8 @@ fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer 
             return refuse(CloseCode::PolicyViolation, reason);
         }
     };
-    if state.trace_user_hash {
-        tracing::Span::current().record("user.hash", user_hash(&verified.user_id));
+    if let Some(hasher) = &state.trace_user_hash {
+        tracing::Span::current().record("user.hash", hasher.hash(&verified.user_id));
     }
     let Some(permit) = state.limiter.try_acquire() else {
         outcome(state, "quota_global");
@@ -271,7 +264,7 @@ fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer 
         user: UserId::new(&verified.user_id),
         conn,
         correlation_id: cid.shared(),
-        expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(verified.expires_at),
+        expires_at: expiry_time(verified.expires_at),
         permit,
         config: state.session_config.clone(),
         directory: state.broker.directory().clone(),
@@ -283,9 +276,23 @@ fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer 
     }
 }
 
+/// A token's expiry (unix seconds) as a time, or `None` when it is beyond what `SystemTime`
+/// can hold (e.g. `exp` = 2^63): a far-future expiry, which arms no timer.
+fn expiry_time(unix_seconds: u64) -> Option<SystemTime> {
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(unix_seconds))
+}
+
 /// The 101 answer to a valid upgrade request (selecting `bearer` whenever it was offered); a
-/// request that is no valid upgrade gets a 400 with the error JSON.
+/// request that is no valid upgrade (including one over HTTP/1.0: RFC 6455 §4.1 needs HTTP/1.1
+/// or later) gets a 400 with the error JSON.
 fn handshake(head: &RequestHead, bearer: bool, cid: &CorrelationId) -> Result<Bytes, ApiError> {
+    if head.version < actix_http::Version::HTTP_11 {
+        return Err(ApiError::new(
+            ErrorCode::ValidationError,
+            "not a valid WebSocket upgrade: HTTP/1.1 or later is required",
+            cid,
+        ));
+    }
     actix_http::ws::verify_handshake(head).map_err(|error| {
         ApiError::new(
             ErrorCode::ValidationError,
@@ -344,5 +351,17 @@ mod tests {
         assert!(text.ends_with("x-correlation-id: cid-1\r\n\r\n"));
         let plain = head_of(TestRequest::default());
         assert!(handshake(&plain, false, &cid).is_err());
+        let mut http_1_0 = head.clone();
+        http_1_0.version = actix_http::Version::HTTP_10;
+        assert!(handshake(&http_1_0, false, &cid).is_err());
+    }
+
+    #[test]
+    fn an_expiry_beyond_system_time_is_no_expiry() {
+        assert_eq!(expiry_time(u64::MAX), None);
+        assert_eq!(expiry_time(1 << 63), None);
+        let in_2023 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(expiry_time(1_700_000_000), Some(in_2023));
+        assert!(expiry_time(1 << 62).is_some(), "representable, if far");
     }
 }

@@ -41,6 +41,9 @@ const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 /// How long the socket stays open after the close frame, for the client's close and FIN; then
 /// the server drops the connection.
 const CLOSE_LINGER: Duration = Duration::from_millis(200);
+/// A token expiring further away than this arms no expiry timer: no socket lives that long, and
+/// timer arithmetic stays far from overflow.
+const FAR_FUTURE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Per-session limits, shared by every session of the node.
 #[derive(Clone, Debug)]
@@ -67,8 +70,9 @@ pub struct SessionParams {
     pub conn: ConnId,
     /// Carried in every close reason and log line of this connection.
     pub correlation_id: Arc<str>,
-    /// When the token expires.
-    pub expires_at: SystemTime,
+    /// When the token expires; `None` when that is beyond any representable time (no expiry
+    /// timer).
+    pub expires_at: Option<SystemTime>,
     /// The global-cap slot, released when the session is dropped.
     pub permit: ConnectionPermit,
     /// Shared limits.
@@ -327,15 +331,21 @@ impl Session {
         });
     }
 
+    /// Arms the 4001 close for when the token expires, unless that is [`FAR_FUTURE`] or more
+    /// away (or never).
     fn schedule_expiry(&self, ctx: &mut Context<Self>) {
         if !self.params.config.close_on_expiry {
             return;
         }
-        let left = self
-            .params
-            .expires_at
+        let Some(expires_at) = self.params.expires_at else {
+            return;
+        };
+        let left = expires_at
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
+        if left >= FAR_FUTURE {
+            return;
+        }
         ctx.run_later(left, |session, ctx| {
             session.close(ctx, CloseCode::TokenExpired, "token expired");
         });
