@@ -84,7 +84,7 @@ fn spawn_session(
         user: UserId::new(user),
         conn: ConnId::next(),
         correlation_id: Arc::from("accounting-test"),
-        expires_at: SystemTime::now() + Duration::from_secs(3600),
+        expires_at: Some(SystemTime::now() + Duration::from_secs(3600)),
         permit: ConnectionLimiter::new(1)
             .try_acquire()
             .expect("a fresh limiter has room"),
