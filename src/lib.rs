@@ -196,7 +196,10 @@ pub async fn run(
     let ingest_status = ingest.as_ref().map(|i| kafka::status(i, &settings));
     #[cfg(not(feature = "kafka"))]
     let ingest_status: Option<web::Data<routes::IngestStatus>> = None;
-    let limiter = ConnectionLimiter::new(settings.limits.max_connections);
+    let limiter = ConnectionLimiter::new(
+        settings.limits.max_connections,
+        settings.limits.max_connections_per_user,
+    );
     let drain = DrainState::default();
     let (done_tx, done_rx) = oneshot::channel();
     let coordinator = DrainCoordinator::new(

@@ -3,9 +3,10 @@
 //! its two 8 KiB buffers) for good and is owned by its `Session` actor alone.
 //!
 //! Everything that can refuse a socket happens before a session exists: a wrong path (404) or a
-//! malformed upgrade (400), draining (503 before the upgrade), then origin, token and global
-//! cap, each answered by an upgrade followed at once by a close with the code and JSON reason
-//! of the contract, so that a browser sees why. Each upgrade request is counted and logged like
+//! malformed upgrade (400), draining (503 before the upgrade), then origin, token, and the
+//! per-user quota and global cap (decided together: a socket refused for its user's quota never
+//! holds a slot of the global cap), each answered by an upgrade followed at once by a close with
+//! the code and JSON reason of the contract, so that a browser sees why. Each upgrade request is counted and logged like
 //! any other HTTP request (route, status, correlation id, the token redacted).
 
 use std::net::Shutdown;
@@ -21,7 +22,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use ws_actors::wire::OutFrame;
 use ws_actors::{
-    CloseCode, CloseReason, ConnId, ErrorCode, Session, SessionParams, Upgraded, UserId,
+    AdmissionRefusal, CloseCode, CloseReason, ConnId, ErrorCode, Session, SessionParams, Upgraded,
+    UserId,
 };
 
 use super::offer::{offered_token, origin_allowed, BEARER_PROTOCOL};
@@ -254,9 +256,13 @@ fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer 
     if state.trace_user_hash {
         tracing::Span::current().record("user.hash", user_hash(&verified.user_id));
     }
-    let Some(permit) = state.limiter.try_acquire() else {
-        outcome(state, "quota_global");
-        return refuse(CloseCode::TryAgainLater, "server full");
+    let user = UserId::new(&verified.user_id);
+    let permit = match state.limiter.try_admit(&user) {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            let (code, message) = count_refusal(state, refusal, cid);
+            return refuse(code, message);
+        }
     };
     let conn = ConnId::next();
     let span = tracing::Span::current();
@@ -268,7 +274,7 @@ fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer 
         "session accepted"
     );
     let params = SessionParams {
-        user: UserId::new(&verified.user_id),
+        user,
         conn,
         correlation_id: cid.shared(),
         expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(verified.expires_at),
@@ -281,6 +287,38 @@ fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer 
         handshake: handshake.clone(),
         params: Box::new(params),
     }
+}
+
+/// Counts a socket the limiter refused and returns the close it gets. A quota refusal is still
+/// counted as a session that closed 4000 at once (a close and a duration), as it was when the
+/// user's hub refused it.
+fn count_refusal(
+    state: &AppState,
+    refusal: AdmissionRefusal,
+    cid: &CorrelationId,
+) -> (CloseCode, &'static str) {
+    let (label, code, message) = match refusal {
+        AdmissionRefusal::UserQuota => {
+            ("quota_user", CloseCode::UserQuota, "user connection quota")
+        }
+        AdmissionRefusal::NodeFull => ("quota_global", CloseCode::TryAgainLater, "server full"),
+    };
+    outcome(state, label);
+    if refusal == AdmissionRefusal::UserQuota {
+        let relay = &state.metrics.relay;
+        relay
+            .connections_closed
+            .with_label_values(&[code.label()])
+            .inc();
+        relay.connection_duration.observe(0.0);
+        tracing::info!(
+            correlation_id = cid.as_str(),
+            code = code.code(),
+            message,
+            "refused"
+        );
+    }
+    (code, message)
 }
 
 /// The 101 answer to a valid upgrade request (selecting `bearer` whenever it was offered); a

@@ -1,1 +1,125 @@
 //! Hardening regression tests: limits.
+//!
+//! - Defect 6: a burst of connects from one user, refused for that user's quota, must not take
+//!   global slots (`limits.max_connections`) from other users.
+//! - Defect 9: at start-up the server raises its open-files limit and keeps
+//!   `limits.max_connections` within it, so a full node answers 1013 instead of hanging.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use crate::common::*;
+
+/// The global cap of the burst test: far below the burst, above what the other users need.
+const BURST_CAP: u64 = 30;
+/// The per-user quota of the burst test.
+const BURST_QUOTA: u64 = 5;
+/// Concurrent connects of the bursting user.
+const BURST: usize = 300;
+/// Other users connecting while the burst runs (one socket each).
+const OTHERS: usize = 20;
+
+/// Upgrades that ended with `outcome` so far (0 when the series does not exist yet).
+async fn opened(server: &Server, outcome: &str) -> f64 {
+    let series = format!("ws_connections_opened_total{{outcome=\"{outcome}\"}}");
+    server.metric(&series).await.unwrap_or(0.0)
+}
+
+/// `connections` and `max_connections` of `/healthz`.
+async fn health_counts(server: &Server) -> (u64, u64) {
+    let health = server.get("/healthz").await.json();
+    let count = |field: &str| {
+        health[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("/healthz lacks `{field}`: {health}"))
+    };
+    (count("connections"), count("max_connections"))
+}
+
+/// One user fires 300 concurrent connects (5 admitted, the rest refused 4000, their closes left
+/// unread so they linger) while 20 other users connect, interleaved with the burst: every other
+/// user is admitted, nobody is refused 1013, the node never holds more than the cap, and the cap
+/// is still exact afterwards.
+#[actix_web::test]
+async fn a_quota_burst_takes_no_global_slot_from_other_users() {
+    let server = Server::start(
+        TestSettings::new()
+            .max_connections(BURST_CAP)
+            .max_connections_per_user(BURST_QUOTA),
+    )
+    .await;
+    let burst_token = token("burst");
+    let others: Vec<String> = (0..OTHERS).map(|i| format!("other-{i}")).collect();
+    const STRIDE: usize = (BURST + OTHERS) / OTHERS;
+    let connects = (0..BURST + OTHERS).map(|i| {
+        // Every 16th connect is another user's, so they arrive in the middle of the burst.
+        let user = (i % STRIDE == STRIDE / 2).then(|| others[i / STRIDE].clone());
+        let token = user.as_deref().map_or_else(|| burst_token.clone(), token);
+        let server = &server;
+        async move { (user, server.connect(&token).await) }
+    });
+    let connecting = Cell::new(true);
+    let most_open = Cell::new(0u64);
+    let sample_open = async {
+        while connecting.get() {
+            let (open, _) = health_counts(&server).await;
+            most_open.set(most_open.get().max(open));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let burst = async {
+        let clients = join_all(connects).await;
+        connecting.set(false);
+        clients
+    };
+    let (clients, ()) = futures_util::join!(burst, sample_open);
+    assert!(
+        most_open.get() <= BURST_CAP,
+        "the node held {} sockets, over its cap of {BURST_CAP}",
+        most_open.get()
+    );
+
+    // The burst clients never read their closes; the other users must all have been admitted.
+    let (_burst_clients, mut other_clients): (Vec<_>, Vec<_>) =
+        clients.into_iter().partition(|(user, _)| user.is_none());
+    assert_eq!(other_clients.len(), OTHERS);
+    for (user, client) in &mut other_clients {
+        let user = user.as_deref().unwrap_or_default();
+        publish_api_until_received(&server, user, client).await;
+    }
+    let quota_refused = BURST as u64 - BURST_QUOTA;
+    wait_until(
+        DEADLINE,
+        "the burst's quota refusals to be counted",
+        || async { opened(&server, "quota_user").await >= quota_refused as f64 },
+    )
+    .await;
+    assert_eq!(opened(&server, "quota_user").await, quota_refused as f64);
+    assert_eq!(
+        opened(&server, "quota_global").await,
+        0.0,
+        "a socket was refused 1013 while the node held at most {} of {BURST_CAP}",
+        most_open.get()
+    );
+
+    // The cap is still exact: fill it with new users, then the next one is refused 1013.
+    let admitted = BURST_QUOTA + OTHERS as u64;
+    wait_until(
+        DEADLINE,
+        "only the admitted sockets to hold slots",
+        || async { health_counts(&server).await.0 == admitted },
+    )
+    .await;
+    let mut late_clients = Vec::new();
+    for i in admitted..BURST_CAP {
+        let user = format!("late-{i}");
+        let mut client = server.connect(&token(&user)).await;
+        publish_api_until_received(&server, &user, &mut client).await;
+        late_clients.push(client);
+    }
+    assert_eq!(health_counts(&server).await, (BURST_CAP, BURST_CAP));
+    let mut refused = server.connect(&token("one-too-many")).await;
+    refused.expect_close_with(1013, "QUOTA_EXCEEDED").await;
+}

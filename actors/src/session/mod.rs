@@ -62,7 +62,8 @@ pub struct SessionParams {
     pub correlation_id: Arc<str>,
     /// When the token expires.
     pub expires_at: SystemTime,
-    /// The global-cap slot, released when the session is dropped.
+    /// The user's quota seat (released when the session leaves its hub) and the global-cap slot
+    /// (released when the session is dropped).
     pub permit: ConnectionPermit,
     /// Shared limits.
     pub config: Arc<SessionConfig>,
@@ -172,6 +173,9 @@ impl Session {
         self.params
             .directory
             .leave(self.params.user.clone(), self.params.conn);
+        // After the leave is sent: a session of the same user admitted on this seat joins the
+        // hub after it.
+        self.params.permit.release_user_seat();
         let metrics = &self.params.metrics;
         metrics.connections_active.dec();
         metrics
