@@ -10,6 +10,7 @@
 //! - [`errors`] — the HTTP error JSON.
 //! - [`http_spans`] — HTTP request spans with the token redacted.
 //! - [`metrics`] — the Prometheus registry.
+//! - [`open_files`] — the open-files limit, raised at start-up, and the cap kept within it.
 //! - [`telemetry`] — logging.
 //! - [`dev`] — the zero-setup `--dev` mode.
 //! - [`state`] — what handlers share.
@@ -25,6 +26,7 @@ pub mod dev;
 pub mod errors;
 pub mod http_spans;
 pub mod metrics;
+pub mod open_files;
 pub mod routes;
 pub mod state;
 pub mod telemetry;

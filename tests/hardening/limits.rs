@@ -123,3 +123,54 @@ async fn a_quota_burst_takes_no_global_slot_from_other_users() {
     let mut refused = server.connect(&token("one-too-many")).await;
     refused.expect_close_with(1013, "QUOTA_EXCEEDED").await;
 }
+
+/// The open-files limit the server is started under: a low soft limit it should raise, and a
+/// hard limit far below `limits.max_connections`.
+const SOFT_OPEN_FILES: u64 = 64;
+const HARD_OPEN_FILES: u64 = 256;
+/// What fits under the hard limit beside the reserve of 64 + 1/16 of it.
+const FITTING_CONNECTIONS: u64 = HARD_OPEN_FILES - 64 - HARD_OPEN_FILES / 16;
+
+/// Started under `prlimit --nofile=64:256` with `max_connections = 100000`, the server raises
+/// its soft limit, warns that it lowers `limits.max_connections` to what fits, reports that cap in
+/// `/healthz`, and once full answers the next connects 1013 at once (instead of failing to accept
+/// them, leaving them hanging) while the admitted sockets still receive.
+#[actix_web::test]
+async fn a_node_at_its_open_files_limit_answers_1013_instead_of_hanging() {
+    let settings = TestSettings::new().max_connections(100_000);
+    let server = Server::start_with_open_files(settings, SOFT_OPEN_FILES, HARD_OPEN_FILES).await;
+    assert_eq!(
+        health_counts(&server).await,
+        (0, FITTING_CONNECTIONS),
+        "/healthz connections and max_connections"
+    );
+    let log = server.log();
+    let warned = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .any(|line| {
+            line["level"] == "WARN"
+                && line["key"] == "limits.max_connections"
+                && line["configured"] == 100_000
+                && line["effective"] == FITTING_CONNECTIONS
+        });
+    assert!(warned, "no warning naming limits.max_connections:\n{log}");
+
+    let users: Vec<String> = (0..FITTING_CONNECTIONS)
+        .map(|i| format!("fd-{i}"))
+        .collect();
+    let tokens: Vec<String> = users.iter().map(|user| token(user)).collect();
+    let mut clients = join_all(tokens.iter().map(|token| server.connect(token))).await;
+    wait_until(DEADLINE, "every socket to hold a slot", || async {
+        health_counts(&server).await.0 == FITTING_CONNECTIONS
+    })
+    .await;
+    for _ in 0..3 {
+        // `connect` fails the test if the handshake is not answered within DEADLINE.
+        let mut over = server.connect(&token("fd-over")).await;
+        over.expect_close_with(1013, "QUOTA_EXCEEDED").await;
+    }
+    let (first, last) = (0, clients.len() - 1);
+    publish_api_until_received(&server, &users[first], &mut clients[first]).await;
+    publish_api_until_received(&server, &users[last], &mut clients[last]).await;
+}
