@@ -174,3 +174,62 @@ async fn a_node_at_its_open_files_limit_answers_1013_instead_of_hanging() {
     publish_api_until_received(&server, &users[first], &mut clients[first]).await;
     publish_api_until_received(&server, &users[last], &mut clients[last]).await;
 }
+
+/// Measurement, not a regression test (defect 6's figures): one user bursts 1,000 concurrent
+/// connects against `max_connections = 50`, quota 5, while 40 other users connect in between
+/// (5 + 40 sockets fit under the cap);
+/// prints how many of the others were refused 1013 and the most sockets the node held. Run with
+/// `cargo test --test hardening limits::measure -- --ignored --nocapture`.
+#[actix_web::test]
+#[ignore = "measurement; prints figures"]
+async fn measure_other_users_refused_during_a_1000_connect_burst() {
+    const CAP: u64 = 50;
+    const BURST: usize = 1_000;
+    const OTHERS: usize = 40;
+    const STRIDE: usize = (BURST + OTHERS) / OTHERS;
+    let server = Server::start(
+        TestSettings::new()
+            .max_connections(CAP)
+            .max_connections_per_user(5),
+    )
+    .await;
+    let burst_token = token("burst");
+    let connects = (0..BURST + OTHERS).map(|i| {
+        let user = (i % STRIDE == STRIDE / 2).then(|| format!("other-{}", i / STRIDE));
+        let token = user.as_deref().map_or_else(|| burst_token.clone(), token);
+        let server = &server;
+        async move { (user, server.connect(&token).await) }
+    });
+    let connecting = Cell::new(true);
+    let most_open = Cell::new(0u64);
+    let sample_open = async {
+        while connecting.get() {
+            most_open.set(most_open.get().max(health_counts(&server).await.0));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let burst = async {
+        let clients = join_all(connects).await;
+        connecting.set(false);
+        clients
+    };
+    let (clients, ()) = futures_util::join!(burst, sample_open);
+    let mut refused_1013 = 0;
+    let mut others = 0;
+    for (user, mut client) in clients {
+        let Some(user) = user else { continue };
+        others += 1;
+        match client.next_frame(Duration::from_millis(50)).await {
+            Some(Frame::Close(Some((1013, _)))) => refused_1013 += 1,
+            Some(other) => panic!("{user}: unexpected {other:?}"),
+            None => publish_api_until_received(&server, &user, &mut client).await,
+        }
+    }
+    println!(
+        "burst of {BURST} connects, cap {CAP}: {refused_1013} of {others} other users refused \
+         1013; the node held at most {} sockets; quota_user {}, quota_global {}",
+        most_open.get(),
+        opened(&server, "quota_user").await,
+        opened(&server, "quota_global").await,
+    );
+}
