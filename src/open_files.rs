@@ -7,7 +7,8 @@
 //! lowered (with a warning naming the key) when it does not fit below the limit with a reserve
 //! of [`RESERVED_BASE`] descriptors plus 1/[`RESERVED_FRACTION`] of the limit, for what is not
 //! a WebSocket: Redis and Kafka connections, the listener, the event loops, log files, HTTP
-//! requests (health checks, metrics, publish API) and refused sockets still lingering.
+//! requests (health checks, metrics, publish API) and refused sockets still lingering (at most
+//! 1/32 of the cap: see `ConnectionLimiter::try_linger`).
 
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 

@@ -38,7 +38,7 @@ pub use close::{CloseCode, CloseReason, ErrorCode};
 pub use directory::Directory;
 pub use drain::{DrainCoordinator, DrainState};
 pub use ids::{ConnId, UserId};
-pub use limiter::{AdmissionRefusal, ConnectionLimiter, ConnectionPermit};
+pub use limiter::{AdmissionRefusal, ConnectionLimiter, ConnectionPermit, LingerSlot};
 pub use metrics::RelayMetrics;
 pub use payload::Payload;
 pub use session::{Session, SessionConfig, SessionParams, SpawnError, Upgraded};

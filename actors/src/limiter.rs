@@ -7,6 +7,11 @@
 //! the global cap, given back when the permit is dropped (the socket is gone). Both are released
 //! by drop at the latest, so every path (accept, refusal, drain, error, hang-up) releases each
 //! exactly once.
+//!
+//! A refused socket holds no slot, but it is still a file descriptor while it lingers to deliver
+//! its close and see the client hang up. At most [`ConnectionLimiter::max_lingering`] linger at
+//! once (a [`LingerSlot`] each); the others are answered and closed at once, so a flood of
+//! connects that never hang up cannot run the node out of descriptors.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -19,6 +24,9 @@ use crate::ids::UserId;
 /// Locks the per-user counts are split over, so that connects of different users rarely wait
 /// for each other.
 const SEAT_SHARDS: usize = 64;
+/// Refused sockets that may linger at once: 1/`LINGER_SHARE` of the cap, at least `LINGER_MIN`.
+const LINGER_SHARE: usize = 32;
+const LINGER_MIN: usize = 16;
 
 /// Why a socket was not admitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +51,8 @@ struct Counter {
     open: AtomicUsize,
     max: usize,
     max_per_user: usize,
+    lingering: AtomicUsize,
+    max_lingering: usize,
     /// Seats taken per user, sharded by user; a user with no seat has no entry.
     seats: Box<[Mutex<HashMap<UserId, usize>>]>,
 }
@@ -69,6 +79,8 @@ impl ConnectionLimiter {
                 open: AtomicUsize::new(0),
                 max,
                 max_per_user,
+                lingering: AtomicUsize::new(0),
+                max_lingering: (max / LINGER_SHARE).max(LINGER_MIN),
                 seats,
             }),
         }
@@ -99,15 +111,22 @@ impl ConnectionLimiter {
     }
 
     fn take_slot(&self) -> Option<GlobalSlot> {
-        let taken = self
-            .inner
-            .open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-                (open < self.inner.max).then_some(open + 1)
-            });
-        taken.ok().map(|_| GlobalSlot {
+        take_below(&self.inner.open, self.inner.max).then(|| GlobalSlot {
             inner: Arc::clone(&self.inner),
         })
+    }
+
+    /// Lets a refused socket linger for the client's hang-up, or `None` when
+    /// [`max_lingering`](Self::max_lingering) already do: close it at once after its answer.
+    pub fn try_linger(&self) -> Option<LingerSlot> {
+        take_below(&self.inner.lingering, self.inner.max_lingering).then(|| LingerSlot {
+            inner: Arc::clone(&self.inner),
+        })
+    }
+
+    /// How many refused sockets may linger at once.
+    pub fn max_lingering(&self) -> usize {
+        self.inner.max_lingering
     }
 
     /// How many connections hold a global slot now.
@@ -160,6 +179,27 @@ impl Drop for UserSeat {
     }
 }
 
+/// Adds one to `count` unless it has reached `max`; whether it did.
+fn take_below(count: &AtomicUsize, max: usize) -> bool {
+    count
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+/// A refused socket's leave to linger; released on drop.
+#[derive(Debug)]
+pub struct LingerSlot {
+    inner: Arc<Counter>,
+}
+
+impl Drop for LingerSlot {
+    fn drop(&mut self) {
+        self.inner.lingering.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// One slot of the global cap; released on drop.
 #[derive(Debug)]
 struct GlobalSlot {
@@ -206,6 +246,18 @@ mod tests {
         }
         assert_eq!(limiter.open(), 2);
         assert!(limiter.try_admit(&UserId::new("other")).is_ok());
+    }
+
+    #[test]
+    fn lingering_is_bounded_and_freed_on_drop() {
+        let limiter = ConnectionLimiter::new(32 * 20, 1);
+        assert_eq!(limiter.max_lingering(), 20);
+        let held: Vec<_> = (0..20).filter_map(|_| limiter.try_linger()).collect();
+        assert_eq!(held.len(), 20);
+        assert!(limiter.try_linger().is_none());
+        drop(held);
+        assert!(limiter.try_linger().is_some());
+        assert_eq!(ConnectionLimiter::new(10, 1).max_lingering(), LINGER_MIN);
     }
 
     #[test]

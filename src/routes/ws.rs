@@ -22,8 +22,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use ws_actors::wire::OutFrame;
 use ws_actors::{
-    AdmissionRefusal, CloseCode, CloseReason, ConnId, ErrorCode, Session, SessionParams, Upgraded,
-    UserId,
+    AdmissionRefusal, CloseCode, CloseReason, ConnId, ErrorCode, LingerSlot, Session,
+    SessionParams, Upgraded, UserId,
 };
 
 use super::offer::{offered_token, origin_allowed, BEARER_PROTOCOL};
@@ -112,12 +112,14 @@ pub async fn upgrade(
     match answer {
         Answer::Error(error) => {
             out.extend_from_slice(&error.http1_response());
-            actix_web::rt::spawn(answer_and_close(parts.io, out.into()));
+            let linger = context.state.limiter.try_linger();
+            actix_web::rt::spawn(answer_and_close(parts.io, out.into(), linger));
         }
         Answer::Refuse { handshake, close } => {
             out.extend_from_slice(&handshake);
             OutFrame::close(&close).write_into(&mut out);
-            actix_web::rt::spawn(answer_and_close(parts.io, out.into()));
+            let linger = context.state.limiter.try_linger();
+            actix_web::rt::spawn(answer_and_close(parts.io, out.into(), linger));
         }
         Answer::Accept { handshake, params } => {
             let handshake = if out.is_empty() {
@@ -139,17 +141,21 @@ pub async fn upgrade(
     Ok(())
 }
 
-/// Writes `bytes`, ends our side, and waits (bounded) for the client to hang up, so that the
-/// answer is read before the connection goes.
-async fn answer_and_close(mut stream: TcpStream, bytes: Bytes) {
-    let linger = async {
+/// Writes `bytes`, ends our side, and with a `linger` slot waits (bounded) for the client to hang
+/// up, so that the answer is read before the connection goes. Without one (too many refused
+/// sockets linger already) the connection is closed once the answer is written: the socket's
+/// descriptor is not held for a client that may never hang up.
+async fn answer_and_close(mut stream: TcpStream, bytes: Bytes, linger: Option<LingerSlot>) {
+    let answer = async {
         stream.write_all(&bytes).await?;
         socket2::SockRef::from(&stream).shutdown(Shutdown::Write)?;
-        let mut sink = [0u8; 512];
-        while stream.read(&mut sink).await? > 0 {}
+        if linger.is_some() {
+            let mut sink = [0u8; 512];
+            while stream.read(&mut sink).await? > 0 {}
+        }
         Ok::<(), std::io::Error>(())
     };
-    let _ = tokio::time::timeout(REFUSAL_LINGER, linger).await;
+    let _ = tokio::time::timeout(REFUSAL_LINGER, answer).await;
 }
 
 /// A plain GET of the WebSocket path (no `Upgrade: websocket`, so actix-web routes it here):

@@ -130,11 +130,14 @@ const SOFT_OPEN_FILES: u64 = 64;
 const HARD_OPEN_FILES: u64 = 256;
 /// What fits under the hard limit beside the reserve of 64 + 1/16 of it.
 const FITTING_CONNECTIONS: u64 = HARD_OPEN_FILES - 64 - HARD_OPEN_FILES / 16;
+/// Connects refused at once by the full node: more than the descriptors left beside the cap.
+const REFUSED_AT_ONCE: usize = 100;
 
 /// Started under `prlimit --nofile=64:256` with `max_connections = 100000`, the server raises
 /// its soft limit, warns that it lowers `limits.max_connections` to what fits, reports that cap in
 /// `/healthz`, and once full answers the next connects 1013 at once (instead of failing to accept
-/// them, leaving them hanging) while the admitted sockets still receive.
+/// them, leaving them hanging), even 100 at a time that never hang up, while the admitted
+/// sockets still receive.
 #[actix_web::test]
 async fn a_node_at_its_open_files_limit_answers_1013_instead_of_hanging() {
     let settings = TestSettings::new().max_connections(100_000);
@@ -165,11 +168,16 @@ async fn a_node_at_its_open_files_limit_answers_1013_instead_of_hanging() {
         health_counts(&server).await.0 == FITTING_CONNECTIONS
     })
     .await;
-    for _ in 0..3 {
-        // `connect` fails the test if the handshake is not answered within DEADLINE.
-        let mut over = server.connect(&token("fd-over")).await;
+    // More refused sockets than the reserve holds, none hanging up: each refused one may keep
+    // its descriptor only a bounded while. `connect` fails the test if the handshake is not
+    // answered within DEADLINE.
+    let over_token = token("fd-over");
+    let mut refused = join_all((0..REFUSED_AT_ONCE).map(|_| server.connect(&over_token))).await;
+    for over in &mut refused {
         over.expect_close_with(1013, "QUOTA_EXCEEDED").await;
     }
+    let mut after = server.connect(&over_token).await;
+    after.expect_close_with(1013, "QUOTA_EXCEEDED").await;
     let (first, last) = (0, clients.len() - 1);
     publish_api_until_received(&server, &users[first], &mut clients[first]).await;
     publish_api_until_received(&server, &users[last], &mut clients[last]).await;
