@@ -40,8 +40,8 @@ async fn health_counts(server: &Server) -> (u64, u64) {
 
 /// One user fires 300 concurrent connects (5 admitted, the rest refused 4000, their closes left
 /// unread so they linger) while 20 other users connect, interleaved with the burst: every other
-/// user is admitted, nobody is refused 1013, the node never holds more than the cap, and the cap
-/// is still exact afterwards.
+/// user is admitted, nobody is refused 1013, the node never holds more than the cap, the cap is
+/// still exact afterwards, and hang-ups give the seats and slots back.
 #[actix_web::test]
 async fn a_quota_burst_takes_no_global_slot_from_other_users() {
     let server = Server::start(
@@ -82,7 +82,7 @@ async fn a_quota_burst_takes_no_global_slot_from_other_users() {
     );
 
     // The burst clients never read their closes; the other users must all have been admitted.
-    let (_burst_clients, mut other_clients): (Vec<_>, Vec<_>) =
+    let (burst_clients, mut other_clients): (Vec<_>, Vec<_>) =
         clients.into_iter().partition(|(user, _)| user.is_none());
     assert_eq!(other_clients.len(), OTHERS);
     for (user, client) in &mut other_clients {
@@ -122,6 +122,16 @@ async fn a_quota_burst_takes_no_global_slot_from_other_users() {
     assert_eq!(health_counts(&server).await, (BURST_CAP, BURST_CAP));
     let mut refused = server.connect(&token("one-too-many")).await;
     refused.expect_close_with(1013, "QUOTA_EXCEEDED").await;
+
+    // Hang-ups give seats and slots back: once the burst's sockets are gone, its user is
+    // admitted again.
+    drop(burst_clients);
+    wait_until(DEADLINE, "the burst's sockets to be gone", || async {
+        health_counts(&server).await.0 == BURST_CAP - BURST_QUOTA
+    })
+    .await;
+    let mut again = server.connect(&burst_token).await;
+    publish_api_until_received(&server, "burst", &mut again).await;
 }
 
 /// The open-files limit the server is started under: a low soft limit it should raise, and a
