@@ -6,8 +6,9 @@
 //! malformed upgrade (400), draining (503 before the upgrade), then origin, token, and the
 //! per-user quota and global cap (decided together: a socket refused for its user's quota never
 //! holds a slot of the global cap), each answered by an upgrade followed at once by a close with
-//! the code and JSON reason of the contract, so that a browser sees why. Each upgrade request is counted and logged like
-//! any other HTTP request (route, status, correlation id, the token redacted).
+//! the code and JSON reason of the contract, so that a browser sees why. Each upgrade request is
+//! counted and logged like any other HTTP request (route, status, correlation id, the token
+//! redacted).
 
 use std::net::Shutdown;
 use std::sync::Arc;
@@ -295,36 +296,39 @@ fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer 
     }
 }
 
-/// Counts a socket the limiter refused and returns the close it gets. A quota refusal is still
-/// counted as a session that closed 4000 at once (a close and a duration), as it was when the
-/// user's hub refused it.
+/// Counts a socket the limiter refused and returns the close it gets.
 fn count_refusal(
     state: &AppState,
     refusal: AdmissionRefusal,
     cid: &CorrelationId,
 ) -> (CloseCode, &'static str) {
-    let (label, code, message) = match refusal {
-        AdmissionRefusal::UserQuota => {
-            ("quota_user", CloseCode::UserQuota, "user connection quota")
+    match refusal {
+        AdmissionRefusal::NodeFull => {
+            outcome(state, "quota_global");
+            (CloseCode::TryAgainLater, "server full")
         }
-        AdmissionRefusal::NodeFull => ("quota_global", CloseCode::TryAgainLater, "server full"),
-    };
-    outcome(state, label);
-    if refusal == AdmissionRefusal::UserQuota {
-        let relay = &state.metrics.relay;
-        relay
-            .connections_closed
-            .with_label_values(&[code.label()])
-            .inc();
-        relay.connection_duration.observe(0.0);
-        tracing::info!(
-            correlation_id = cid.as_str(),
-            code = code.code(),
-            message,
-            "refused"
-        );
+        AdmissionRefusal::UserQuota => {
+            outcome(state, "quota_user");
+            count_as_closed_session(state, CloseCode::UserQuota, cid);
+            (CloseCode::UserQuota, "user connection quota")
+        }
     }
-    (code, message)
+}
+
+/// A quota refusal is still counted and logged as a session that closed at once (a close and a
+/// duration), as it was when the user's hub refused it.
+fn count_as_closed_session(state: &AppState, code: CloseCode, cid: &CorrelationId) {
+    let relay = &state.metrics.relay;
+    relay
+        .connections_closed
+        .with_label_values(&[code.label()])
+        .inc();
+    relay.connection_duration.observe(0.0);
+    tracing::info!(
+        correlation_id = cid.as_str(),
+        code = code.code(),
+        "refused: user connection quota"
+    );
 }
 
 /// The 101 answer to a valid upgrade request (selecting `bearer` whenever it was offered); a
