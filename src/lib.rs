@@ -10,6 +10,7 @@
 //! - [`errors`] — the HTTP error JSON.
 //! - [`http_spans`] — HTTP request spans with query values redacted.
 //! - [`metrics`] — the Prometheus registry.
+//! - [`open_files`] — the open-files limit, raised at start-up, and the cap kept within it.
 //! - [`telemetry`] — logging.
 //! - [`dev`] — the zero-setup `--dev` mode.
 //! - [`state`] — what handlers share.
@@ -25,6 +26,7 @@ pub mod dev;
 pub mod errors;
 pub mod http_spans;
 pub mod metrics;
+pub mod open_files;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
@@ -197,7 +199,10 @@ pub async fn run(
     let ingest_status = ingest.as_ref().map(|i| kafka::status(i, &settings));
     #[cfg(not(feature = "kafka"))]
     let ingest_status: Option<web::Data<routes::IngestStatus>> = None;
-    let limiter = ConnectionLimiter::new(settings.limits.max_connections);
+    let limiter = ConnectionLimiter::new(
+        settings.limits.max_connections,
+        settings.limits.max_connections_per_user,
+    );
     let drain = DrainState::default();
     let (done_tx, done_rx) = oneshot::channel();
     let coordinator = DrainCoordinator::new(

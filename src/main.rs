@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use websocket_service::config::Settings;
-use websocket_service::{dev, telemetry};
+use websocket_service::{dev, open_files, telemetry};
 
 /// jemalloc instead of glibc's malloc: each message is allocated on the broker's thread and
 /// freed on a socket's thread, which glibc's per-thread arenas handle poorly (malloc and free
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let settings = match load_settings(&args) {
+    let mut settings = match load_settings(&args) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("error: {error}");
@@ -86,6 +86,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
+    // Before anything is opened that counts against the limit, and once logging works.
+    open_files::fit_connections_to_limit(&mut settings.limits);
     let listener = match TcpListener::bind(&settings.server.bind) {
         Ok(listener) => listener,
         Err(error) => {

@@ -1,6 +1,12 @@
 //! The `UserHub` actor: one per user with at least one open session on this node. It admits or
-//! refuses sessions (the per-user quota), fans every message out to the user's sessions, and
-//! tells its directory shard when it has become empty so the shard can retire it.
+//! refuses sessions, fans every message out to the user's sessions, and tells its directory
+//! shard when it has become empty so the shard can retire it.
+//!
+//! The per-user quota is decided at the upgrade, by the node's
+//! [`ConnectionLimiter`](crate::limiter::ConnectionLimiter), before a session exists (so a
+//! refused socket holds no slot of the global cap). The hub keeps its own count as a backstop:
+//! a seat is given back only after the session's leave is sent, so the hub never sees more than
+//! the quota and never refuses a session the limiter admitted.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};

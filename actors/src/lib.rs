@@ -5,7 +5,7 @@
 //! - [`ids`] — newtypes for user and connection ids.
 //! - [`close`] — close codes, error codes and the bounded JSON close reason.
 //! - [`payload`] — a published message, shared by every socket it fans out to.
-//! - [`limiter`] — the global connection cap, as permits held by sessions.
+//! - [`limiter`] — admission: the per-user quota and the global cap, as permits held by sessions.
 //! - [`session`] — the `Session` actor, one per WebSocket: deadlines, bounded outbound queue.
 //! - [`hub`] — the `UserHub` actor, one per connected user: admission, quota, fan-out.
 //! - [`directory`] — sharded `DirectoryShard` actors that find or create hubs.
@@ -42,7 +42,7 @@ pub use close::{CloseCode, CloseReason, ErrorCode};
 pub use directory::Directory;
 pub use drain::{DrainCoordinator, DrainState};
 pub use ids::{ConnId, UserId};
-pub use limiter::{ConnectionLimiter, ConnectionPermit};
+pub use limiter::{AdmissionRefusal, ConnectionLimiter, ConnectionPermit, LingerSlot};
 pub use metrics::RelayMetrics;
 pub use payload::Payload;
 pub use session::{Session, SessionConfig, SessionParams, SpawnError, Upgraded};

@@ -3,10 +3,12 @@
 //! its two 8 KiB buffers) for good and is owned by its `Session` actor alone.
 //!
 //! Everything that can refuse a socket happens before a session exists: a wrong path (404) or a
-//! malformed upgrade (400), draining (503 before the upgrade), then origin, token and global
-//! cap, each answered by an upgrade followed at once by a close with the code and JSON reason
-//! of the contract, so that a browser sees why. Each upgrade request is counted and logged like
-//! any other HTTP request (route, status, correlation id, the token redacted).
+//! malformed upgrade (400), draining (503 before the upgrade), then origin, token, and the
+//! per-user quota and global cap (decided together: a socket refused for its user's quota never
+//! holds a slot of the global cap), each answered by an upgrade followed at once by a close with
+//! the code and JSON reason of the contract, so that a browser sees why. Each upgrade request is
+//! counted and logged like any other HTTP request (route, status, correlation id, the token
+//! redacted).
 
 use std::net::Shutdown;
 use std::sync::Arc;
@@ -21,7 +23,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use ws_actors::wire::OutFrame;
 use ws_actors::{
-    CloseCode, CloseReason, ConnId, ErrorCode, Session, SessionParams, Upgraded, UserId,
+    AdmissionRefusal, CloseCode, CloseReason, ConnId, ErrorCode, LingerSlot, Session,
+    SessionParams, Upgraded, UserId,
 };
 
 use super::offer::{offered_token, origin_allowed, BEARER_PROTOCOL};
@@ -110,12 +113,14 @@ pub async fn upgrade(
     match answer {
         Answer::Error(error) => {
             out.extend_from_slice(&error.http1_response());
-            actix_web::rt::spawn(answer_and_close(parts.io, out.into()));
+            let linger = context.state.limiter.try_linger();
+            actix_web::rt::spawn(answer_and_close(parts.io, out.into(), linger));
         }
         Answer::Refuse { handshake, close } => {
             out.extend_from_slice(&handshake);
             OutFrame::close(&close).write_into(&mut out);
-            actix_web::rt::spawn(answer_and_close(parts.io, out.into()));
+            let linger = context.state.limiter.try_linger();
+            actix_web::rt::spawn(answer_and_close(parts.io, out.into(), linger));
         }
         Answer::Accept { handshake, params } => {
             let handshake = if out.is_empty() {
@@ -137,17 +142,21 @@ pub async fn upgrade(
     Ok(())
 }
 
-/// Writes `bytes`, ends our side, and waits (bounded) for the client to hang up, so that the
-/// answer is read before the connection goes.
-async fn answer_and_close(mut stream: TcpStream, bytes: Bytes) {
-    let linger = async {
+/// Writes `bytes`, ends our side, and with a `linger` slot waits (bounded) for the client to hang
+/// up, so that the answer is read before the connection goes. Without one (too many refused
+/// sockets linger already) the connection is closed once the answer is written: the socket's
+/// descriptor is not held for a client that may never hang up.
+async fn answer_and_close(mut stream: TcpStream, bytes: Bytes, linger: Option<LingerSlot>) {
+    let answer = async {
         stream.write_all(&bytes).await?;
         socket2::SockRef::from(&stream).shutdown(Shutdown::Write)?;
-        let mut sink = [0u8; 512];
-        while stream.read(&mut sink).await? > 0 {}
+        if linger.is_some() {
+            let mut sink = [0u8; 512];
+            while stream.read(&mut sink).await? > 0 {}
+        }
         Ok::<(), std::io::Error>(())
     };
-    let _ = tokio::time::timeout(REFUSAL_LINGER, linger).await;
+    let _ = tokio::time::timeout(REFUSAL_LINGER, answer).await;
 }
 
 /// A plain GET of the WebSocket path (no `Upgrade: websocket`, so actix-web routes it here):
@@ -247,9 +256,13 @@ fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer 
     if let Some(hasher) = &state.trace_user_hash {
         tracing::Span::current().record("user.hash", hasher.hash(&verified.user_id));
     }
-    let Some(permit) = state.limiter.try_acquire() else {
-        outcome(state, "quota_global");
-        return refuse(CloseCode::TryAgainLater, "server full");
+    let user = UserId::new(&verified.user_id);
+    let permit = match state.limiter.try_admit(&user) {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            let (code, message) = count_refusal(state, refusal, cid);
+            return refuse(code, message);
+        }
     };
     let conn = ConnId::next();
     let span = tracing::Span::current();
@@ -261,7 +274,7 @@ fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer 
         "session accepted"
     );
     let params = SessionParams {
-        user: UserId::new(&verified.user_id),
+        user,
         conn,
         correlation_id: cid.shared(),
         expires_at: expiry_time(verified.expires_at),
@@ -280,6 +293,41 @@ fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer 
 /// can hold (e.g. `exp` = 2^63): a far-future expiry, which arms no timer.
 fn expiry_time(unix_seconds: u64) -> Option<SystemTime> {
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(unix_seconds))
+}
+
+/// Counts a socket the limiter refused and returns the close it gets.
+fn count_refusal(
+    state: &AppState,
+    refusal: AdmissionRefusal,
+    cid: &CorrelationId,
+) -> (CloseCode, &'static str) {
+    match refusal {
+        AdmissionRefusal::NodeFull => {
+            outcome(state, "quota_global");
+            (CloseCode::TryAgainLater, "server full")
+        }
+        AdmissionRefusal::UserQuota => {
+            outcome(state, "quota_user");
+            count_as_closed_session(state, CloseCode::UserQuota, cid);
+            (CloseCode::UserQuota, "user connection quota")
+        }
+    }
+}
+
+/// A quota refusal is still counted and logged as a session that closed at once (a close and a
+/// duration), as it was when the user's hub refused it.
+fn count_as_closed_session(state: &AppState, code: CloseCode, cid: &CorrelationId) {
+    let relay = &state.metrics.relay;
+    relay
+        .connections_closed
+        .with_label_values(&[code.label()])
+        .inc();
+    relay.connection_duration.observe(0.0);
+    tracing::info!(
+        correlation_id = cid.as_str(),
+        code = code.code(),
+        "refused: user connection quota"
+    );
 }
 
 /// The 101 answer to a valid upgrade request (selecting `bearer` whenever it was offered); a

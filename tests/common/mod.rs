@@ -1358,3 +1358,48 @@ impl WsClient {
         Self { ws, protocol: None }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// limits (issue #11, defect 9): a server under an open-files limit
+// ---------------------------------------------------------------------------------------------
+
+impl Server {
+    /// Like [`Server::start`], with the server started under the open-files limit `soft:hard`
+    /// by `prlimit(1)` (util-linux), which execs it: the child's pid is the server's.
+    pub async fn start_with_open_files(settings: TestSettings, soft: u64, hard: u64) -> Self {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir for server");
+        let config = dir.path().join("settings.toml");
+        std::fs::write(&config, settings.to_toml(&format!("127.0.0.1:{port}")))
+            .expect("write settings.toml");
+        let log = File::create(dir.path().join("server.log")).expect("server log file");
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={soft}:{hard}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_websocket-service"))
+            .arg("--config")
+            .arg(&config)
+            .envs(settings.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("clone log handle")))
+            .stderr(Stdio::from(log));
+        for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("WS__")) {
+            command.env_remove(key);
+        }
+        let mut server = Self {
+            child: command.spawn().expect("spawn prlimit websocket-service"),
+            port,
+            dir,
+            http: awc::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .finish(),
+            exit: None,
+            api_key: settings.publish_api_key.clone(),
+            settings,
+        };
+        server.wait_healthy().await;
+        server
+    }
+}

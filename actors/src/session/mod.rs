@@ -73,7 +73,8 @@ pub struct SessionParams {
     /// When the token expires; `None` when that is beyond any representable time (no expiry
     /// timer).
     pub expires_at: Option<SystemTime>,
-    /// The global-cap slot, released when the session is dropped.
+    /// The user's quota seat (released when the session leaves its hub) and the global-cap slot
+    /// (released when the session is dropped).
     pub permit: ConnectionPermit,
     /// Shared limits.
     pub config: Arc<SessionConfig>,
@@ -189,6 +190,9 @@ impl Session {
         self.params
             .directory
             .leave(self.params.user.clone(), self.params.conn);
+        // After the leave is sent: a session of the same user admitted on this seat joins the
+        // hub after it.
+        self.params.permit.release_user_seat();
         let metrics = &self.params.metrics;
         metrics.connections_active.dec();
         metrics
