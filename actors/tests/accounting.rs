@@ -85,8 +85,8 @@ fn spawn_session(
         conn: ConnId::next(),
         correlation_id: Arc::from("accounting-test"),
         expires_at: Some(SystemTime::now() + Duration::from_secs(3600)),
-        permit: ConnectionLimiter::new(1)
-            .try_acquire()
+        permit: ConnectionLimiter::new(1, 1)
+            .try_admit(&UserId::new(user))
             .expect("a fresh limiter has room"),
         config: Arc::new(config),
         directory: directory.clone(),
