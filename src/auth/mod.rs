@@ -631,13 +631,13 @@ mod tests {
     use super::*;
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
-    const RSA_PRIVATE: &str = include_str!("testdata/rsa_private.pem");
-    const RSA_PUBLIC: &str = include_str!("testdata/rsa_public.pem");
-    const RSA_PUBLIC_PKCS1: &str = include_str!("testdata/rsa_public_pkcs1.pem");
-    const EC_PRIVATE: &str = include_str!("testdata/ec_private.pem");
-    const EC_PUBLIC: &str = include_str!("testdata/ec_public.pem");
-    const ED_PRIVATE: &str = include_str!("testdata/ed_private.pem");
-    const ED_PUBLIC: &str = include_str!("testdata/ed_public.pem");
+    const RSA_PRIVATE: &str = include_str!("../testdata/rsa_private.pem");
+    const RSA_PUBLIC: &str = include_str!("../testdata/rsa_public.pem");
+    const RSA_PUBLIC_PKCS1: &str = include_str!("../testdata/rsa_public_pkcs1.pem");
+    const EC_PRIVATE: &str = include_str!("../testdata/ec_private.pem");
+    const EC_PUBLIC: &str = include_str!("../testdata/ec_public.pem");
+    const ED_PRIVATE: &str = include_str!("../testdata/ed_private.pem");
+    const ED_PUBLIC: &str = include_str!("../testdata/ed_public.pem");
 
     fn now() -> u64 {
         get_current_timestamp()
