@@ -16,7 +16,7 @@ use config::{Config, ConfigError, Environment, File, FileFormat};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::auth::{self, TokenValidator};
+use crate::auth::{self, SetupError, TokenValidator, ValidatorOptions};
 
 /// Name of the settings file looked for when no path is given.
 pub const FILE_NAME: &str = "settings.toml";
@@ -594,14 +594,57 @@ impl ServerSettings {
 }
 
 impl AuthSettings {
+    /// The token validator of these settings: reads `auth.jwt_public_key_file` when one is
+    /// needed.
+    pub fn token_validator(&self) -> Result<TokenValidator, SettingsError> {
+        TokenValidator::new(&self.validator_options()).map_err(auth_settings_error)
+    }
+
+    fn validator_options(&self) -> ValidatorOptions {
+        ValidatorOptions {
+            secret: self.jwt_secret.clone(),
+            public_key_file: self.jwt_public_key_file.clone(),
+            algorithms: self.algorithms.clone(),
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            leeway_s: self.leeway_s,
+        }
+    }
+
     fn validate(&self, dev: bool) -> Result<(), SettingsError> {
         if !self.jwt_secret.is_empty() {
-            auth::check_secret(&self.jwt_secret)?;
+            auth::check_secret(&self.jwt_secret).map_err(auth_settings_error)?;
         }
-        match TokenValidator::from_settings(self) {
-            Err(SettingsError::Missing { key, .. }) if dev && key == "auth.jwt_secret" => Ok(()),
-            result => result.map(drop),
+        match TokenValidator::new(&self.validator_options()) {
+            Err(SetupError::NoSecret) if dev => Ok(()),
+            result => result.map(drop).map_err(auth_settings_error),
         }
+    }
+}
+
+/// Names the `[auth]` setting an auth [`SetupError`] is about.
+fn auth_settings_error(error: SetupError) -> SettingsError {
+    const SECRET: &str = "auth.jwt_secret";
+    const KEY_FILE: &str = "auth.jwt_public_key_file";
+    match error {
+        SetupError::UnknownAlgorithm { .. }
+        | SetupError::NoAlgorithm
+        | SetupError::MixedKeyTypes { .. }
+        | SetupError::KeyFileForHmac { .. } => {
+            SettingsError::invalid("auth.algorithms", error.to_string())
+        }
+        SetupError::LeewayTooLarge { .. } => {
+            SettingsError::invalid("auth.leeway_s", error.to_string())
+        }
+        SetupError::NoSecret => SettingsError::missing(SECRET, error.to_string()),
+        SetupError::ShortSecret { .. } => SettingsError::invalid(SECRET, error.to_string()),
+        SetupError::NoKeyFile { .. } => SettingsError::missing(KEY_FILE, error.to_string()),
+        SetupError::ReadKeyFile { path, source } => {
+            SettingsError::read_key_file(KEY_FILE, &path, &source)
+        }
+        SetupError::BadKeyFile { .. }
+        | SetupError::WrongKeyType { .. }
+        | SetupError::UnusableKey { .. } => SettingsError::invalid(KEY_FILE, error.to_string()),
     }
 }
 
@@ -1595,6 +1638,28 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "cannot read auth.jwt_public_key_file \"/nonexistent/key.pem\": No such file or directory"
+        );
+    }
+
+    /// What is wrong with a key file (or its absence) is reported under the key file setting.
+    #[test]
+    fn a_bad_or_absent_key_file_is_named() {
+        let mut settings = valid();
+        settings.auth.algorithms = vec!["RS256".into()];
+        for content in ["not a key", include_str!("testdata/ec_public.pem")] {
+            let (_dir, path) = toml_file(content);
+            settings.auth.jwt_public_key_file = path.to_string_lossy().into_owned();
+            let error = settings.validate(false).unwrap_err();
+            assert_eq!(error.key(), Some("auth.jwt_public_key_file"), "{error}");
+            assert_names(&error, "auth.jwt_public_key_file");
+        }
+        settings.auth.jwt_public_key_file.clear();
+        let error = settings.validate(false).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("missing setting auth.jwt_public_key_file"),
+            "{error}"
         );
     }
 

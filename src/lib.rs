@@ -50,7 +50,6 @@ use ws_actors::drain::{DrainOutcome, ShutdownSignal};
 use ws_actors::trace::ForwardTracer;
 use ws_actors::{Broker, ConnectionLimiter, DrainCoordinator, DrainState, SessionConfig};
 
-use crate::auth::TokenValidator;
 use crate::config::Settings;
 use crate::http_spans::RedactingRootSpan;
 use crate::metrics::Metrics;
@@ -216,7 +215,7 @@ pub async fn run(
     forward_signals(coordinator)?;
 
     let state = web::Data::new(AppState {
-        validator: TokenValidator::from_settings(&settings.auth)?,
+        validator: settings.auth.token_validator()?,
         broker,
         limiter,
         drain,
