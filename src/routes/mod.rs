@@ -1,6 +1,7 @@
 //! HTTP routes: the WebSocket upgrade, health and readiness, metrics, the publish API, and the
 //! JSON 404 for everything else.
 
+mod bearer;
 mod body;
 mod health;
 mod offer;

@@ -5,6 +5,8 @@
 use actix_http::header::{self, HeaderMap};
 use actix_http::RequestHead;
 
+use super::bearer::bearer_credential;
+
 /// The subprotocol that carries a token: `Sec-WebSocket-Protocol: bearer, <JWT>`.
 pub(super) const BEARER_PROTOCOL: &str = "bearer";
 
@@ -18,7 +20,7 @@ pub(super) fn offered_token(head: &RequestHead) -> OfferedToken<'_> {
     let (bearer_offered, protocol_token) = protocol_token(&head.headers);
     let token = query_token(head.uri.query().unwrap_or(""))
         .or(protocol_token)
-        .or_else(|| header_token(&head.headers));
+        .or_else(|| bearer_credential(&head.headers));
     OfferedToken {
         token,
         bearer_offered,
@@ -47,15 +49,6 @@ fn protocol_token(headers: &HeaderMap) -> (bool, Option<&str>) {
         }
     }
     (offered, token)
-}
-
-fn header_token(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
 }
 
 pub(super) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {

@@ -5,13 +5,13 @@
 //! The key is checked from the headers before the body is read (a caller without the key costs
 //! no buffer and is answered at once), and the body is read within [`BodyLimits`].
 
-use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 use ws_actors::{ErrorCode, UserId};
 
+use super::bearer::bearer_credential;
 use super::body::{self, BodyLimits};
 use crate::correlation::CorrelationId;
 use crate::errors::ApiError;
@@ -87,11 +87,7 @@ fn presented_key(req: &HttpRequest) -> Option<&str> {
     if let Some(key) = headers.get("x-api-key") {
         return key.to_str().ok();
     }
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
+    bearer_credential(headers)
 }
 
 fn key_matches(req: &HttpRequest, expected: &str) -> bool {
