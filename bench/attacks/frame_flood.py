@@ -22,30 +22,12 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 
-HOST = "127.0.0.1"
+from attacklib import HOST, free_port, rss_mib, wait_healthy
 CHUNK = 64 * 1024
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def rss_mib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def token(secret, user):
@@ -56,23 +38,6 @@ def token(secret, user):
     body = b64(json.dumps({"sub": user, "exp": int(time.time()) + 3600}).encode())
     sig = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
     return f"{head}.{body}.{b64(sig)}"
-
-
-async def wait_healthy(port, deadline_s=20):
-    stop = time.monotonic() + deadline_s
-    while time.monotonic() < stop:
-        try:
-            reader, writer = await asyncio.open_connection(HOST, port)
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            await writer.drain()
-            if (await reader.read(12)).startswith(b"HTTP/1.1 200"):
-                writer.close()
-                return
-            writer.close()
-        except OSError:
-            pass
-        await asyncio.sleep(0.1)
-    raise SystemExit("server did not become healthy")
 
 
 async def flood_one(port, secret, index, megabytes, deadline):

@@ -20,42 +20,17 @@ import json
 import os
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-HOST = "127.0.0.1"
+from attacklib import HOST, free_port, open_files, rss_mib, wait_healthy
 # Connections opened at the same time (the rest wait), so the listen backlog never overflows.
 CONNECT_CONCURRENCY = 200
 # Whatever happens, the whole run ends after DURATION plus this.
 HARD_MARGIN_S = 30
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def rss_mib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def open_files(pid):
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return None
 
 
 def write_settings(directory, port):
@@ -68,23 +43,6 @@ def write_settings(directory, port):
             f'[api]\npublish_api_key = "{secrets.token_hex(16)}"\n'
         )
     return path
-
-
-async def wait_healthy(port, deadline_s=20):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        try:
-            reader, writer = await asyncio.open_connection(HOST, port)
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            await writer.drain()
-            line = await asyncio.wait_for(reader.readline(), 2)
-            writer.close()
-            if b" 200 " in line:
-                return
-        except (OSError, asyncio.TimeoutError):
-            pass
-        await asyncio.sleep(0.1)
-    raise SystemExit(f"server on port {port} did not become healthy")
 
 
 class Outcome:
