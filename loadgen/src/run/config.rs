@@ -127,7 +127,7 @@ impl Config {
             .ok_or_else(|| anyhow!("--url is required"))?
             .to_owned();
         let parsed = WsUrl::parse(&url)?;
-        let secret = secret(&f)?;
+        let secret = f.secret()?;
         let users: u64 = f.num("users", 1000)?;
         let sockets_per_user: u64 = f.num("sockets-per-user", 1)?;
         if users == 0 || sockets_per_user == 0 {
@@ -211,15 +211,6 @@ impl Config {
         m.insert("drain".into(), json!(self.drain));
         m.insert("bin_ms".into(), json!(self.bin_ms));
         m
-    }
-}
-
-/// `--secret`, else `$LOADGEN_SECRET`.
-fn secret(f: &Flags) -> anyhow::Result<String> {
-    match f.str("secret") {
-        Some(s) => Ok(s.to_owned()),
-        None => std::env::var("LOADGEN_SECRET")
-            .map_err(|_| anyhow!("--secret or $LOADGEN_SECRET is required")),
     }
 }
 

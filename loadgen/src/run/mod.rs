@@ -36,7 +36,7 @@ use self::workers::{Worker, WorkerPlan};
 use crate::procfs::{self, CpuSnap, CpuUsage};
 use crate::publisher::{self, Channels};
 use crate::report::{PublishSummary, RunReport, VerifySummary};
-use crate::util::now_us;
+use crate::util::{self, now_us};
 
 /// Entry point of the run mode.
 pub async fn main(args: &[String]) -> anyhow::Result<()> {
@@ -235,18 +235,13 @@ impl Output {
 
     /// Prints the summary on stderr, then writes the JSON report and the plot.
     fn write(&self, report: &RunReport) -> anyhow::Result<()> {
-        eprint!("{}", report.summary());
-        let text = serde_json::to_string_pretty(report).context("serialising the report")?;
-        match &self.json {
-            Some(path) => {
-                std::fs::write(path, text + "\n").with_context(|| format!("writing {path}"))?
-            }
-            None => println!("{text}"),
-        }
-        if let Some(path) = &self.svg {
-            std::fs::write(path, plot::plot(report)).with_context(|| format!("writing {path}"))?;
-        }
-        Ok(())
+        util::write_report(
+            report,
+            &report.summary(),
+            self.json.as_deref(),
+            self.svg.as_deref(),
+            || plot::plot(report),
+        )
     }
 }
 

@@ -86,11 +86,7 @@ impl Config {
         };
         Ok(Self {
             url: WsUrl::parse(&need("url")?)?,
-            secret: match f.str("secret") {
-                Some(s) => s.to_owned(),
-                None => std::env::var("LOADGEN_SECRET")
-                    .map_err(|_| anyhow!("--secret or $LOADGEN_SECRET is required"))?,
-            },
+            secret: f.secret()?,
             redis: need("redis")?,
             pid: f
                 .opt("server-pid")?

@@ -35,8 +35,8 @@ use self::report::StuckReport;
 use self::watch::{Live, LivePublisher};
 use crate::publisher::{self, Channels};
 use crate::rawws;
-use crate::token::Minter;
-use crate::util::now_us;
+use crate::token::{self, Minter};
+use crate::util::{self, now_us};
 
 /// The user whose socket never reads.
 const STUCK_USER: u64 = 0;
@@ -145,7 +145,7 @@ impl Stuck {
 
     /// The user id of user number `user`.
     fn user_id(&self, user: u64) -> String {
-        format!("{}-{user}", self.cfg.user_prefix)
+        token::user_id(&self.cfg.user_prefix, user)
     }
 
     /// The server's `/metrics` text.
@@ -208,16 +208,6 @@ async fn wait_subscribed(
 /// Prints the summary on stderr, then writes the JSON report (`--out`, else stdout) and the
 /// plot (`--svg`).
 fn write(report: &StuckReport, out: Option<&str>, svg: Option<&str>) -> anyhow::Result<()> {
-    eprint!("{}", report::summary(report));
-    let text = serde_json::to_string_pretty(report).context("serialising the report")?;
-    match out {
-        Some(path) => {
-            std::fs::write(path, text + "\n").with_context(|| format!("writing {path}"))?
-        }
-        None => println!("{text}"),
-    }
-    if let Some(path) = svg {
-        std::fs::write(path, plot::plot(report)).with_context(|| format!("writing {path}"))?;
-    }
-    Ok(())
+    let summary = report::summary(report);
+    util::write_report(report, &summary, out, svg, || plot::plot(report))
 }

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use self::socket::SocketPlan;
 use self::state::State;
 use crate::protocol::{Command, Event, WorkerSpec};
-use crate::token::Minter;
+use crate::token::{self, Minter};
 use crate::util::{emit_line, WsUrl};
 
 /// How often a worker reports its counters.
@@ -100,7 +100,7 @@ fn open_sockets(
     let gate = Rc::new(Semaphore::new(spec.connect_concurrency.max(1)));
     let timeout = Duration::from_millis(spec.connect_timeout_ms);
     for user in spec.user_start..spec.user_end {
-        let user_id = format!("{}-{user}", spec.user_prefix);
+        let user_id = token::user_id(&spec.user_prefix, user);
         let request = url.with_token(&minter.mint(&user_id)?);
         for k in 0..spec.sockets_per_user {
             let idx = ((user - spec.user_start) * spec.sockets_per_user + k) as usize;
