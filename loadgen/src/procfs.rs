@@ -64,48 +64,70 @@ impl CpuSnap {
             ..CpuSnap::default()
         };
         for (name, pid) in procs {
-            let Some(ticks) = stat_ticks(&pid.to_string()) else {
-                snap.missing.push((*name).to_owned());
-                continue;
-            };
-            match snap.procs.iter_mut().find(|(n, _)| n == name) {
-                Some(entry) => entry.1 += ticks,
-                None => snap.procs.push(((*name).to_owned(), ticks)),
-            }
+            snap.add_process(name, *pid);
         }
         if let Some(pid) = threads_of {
-            if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-                for entry in dir.flatten() {
-                    let tid = entry.file_name().to_string_lossy().into_owned();
-                    let Ok(tid_num) = tid.parse::<u64>() else {
-                        continue;
-                    };
-                    let path = format!("{pid}/task/{tid}");
-                    let name = std::fs::read_to_string(format!("/proc/{path}/comm"))
-                        .unwrap_or_default()
-                        .trim()
-                        .to_owned();
-                    if let Some(ticks) = stat_ticks(&path) {
-                        snap.threads.insert(tid_num, (name, ticks));
-                    }
-                }
-            }
+            snap.threads = thread_ticks(pid);
         }
         if let Ok(stat) = std::fs::read_to_string("/proc/stat") {
-            snap.cores = stat
-                .lines()
-                .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
-                .count();
-            if let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) {
-                snap.system = line
-                    .split_whitespace()
-                    .skip(1)
-                    .filter_map(|v| v.parse().ok())
-                    .collect();
-            }
+            (snap.cores, snap.system) = machine_ticks(&stat);
         }
         snap
     }
+
+    /// Adds the CPU time of `pid` to `name`'s, or notes `name` missing when it is gone.
+    fn add_process(&mut self, name: &str, pid: u32) {
+        let Some(ticks) = stat_ticks(&pid.to_string()) else {
+            self.missing.push(name.to_owned());
+            return;
+        };
+        match self.procs.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => entry.1 += ticks,
+            None => self.procs.push((name.to_owned(), ticks)),
+        }
+    }
+}
+
+/// CPU time of every thread of `pid`: thread id → `(name, ticks)`.
+fn thread_ticks(pid: u32) -> std::collections::BTreeMap<u64, (String, u64)> {
+    let mut threads = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for entry in dir.flatten() {
+        let tid = entry.file_name().to_string_lossy().into_owned();
+        let Ok(tid_num) = tid.parse::<u64>() else {
+            continue;
+        };
+        let path = format!("{pid}/task/{tid}");
+        let name = std::fs::read_to_string(format!("/proc/{path}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        if let Some(ticks) = stat_ticks(&path) {
+            threads.insert(tid_num, (name, ticks));
+        }
+    }
+    threads
+}
+
+/// From `/proc/stat`: the number of cores, and the machine's `cpu` line (ticks per state).
+fn machine_ticks(stat: &str) -> (usize, Vec<u64>) {
+    let cores = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .count();
+    let system = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .map(|line| {
+            line.split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    (cores, system)
 }
 
 /// CPU use between two snapshots, in percent of one core (200 = both cores of a 2-core box).
@@ -126,6 +148,11 @@ pub struct CpuUsage {
     /// machine minus the processes above), % of one core: other work sharing the cores.
     pub other_processes: f64,
 }
+
+/// Names of the machine's CPU states, in `/proc/stat` order.
+const MACHINE_STATES: [&str; 8] = [
+    "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
+];
 
 impl CpuUsage {
     /// Usage from `a` to `b`.
@@ -148,44 +175,52 @@ impl CpuUsage {
                 .processes
                 .insert(name.clone(), pct(end.saturating_sub(start)));
         }
-        let mut threads: Vec<(String, f64)> = b
-            .threads
-            .iter()
-            .map(|(tid, (name, end))| {
-                let start = a.threads.get(tid).map_or(0, |t| t.1);
-                (format!("{name} ({tid})"), pct(end.saturating_sub(start)))
-            })
-            .filter(|(_, p)| *p >= 0.5)
-            .collect();
-        threads.sort_by(|x, y| y.1.total_cmp(&x.1));
-        threads.truncate(12);
-        usage.server_threads = threads;
-        let names = [
-            "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
-        ];
+        usage.server_threads = busiest_threads(a, b, pct);
+        usage.cores = b.cores;
+        usage.add_machine(a, b);
+        usage
+    }
+
+    /// The machine's split over its CPU states, and the other processes' share.
+    fn add_machine(&mut self, a: &CpuSnap, b: &CpuSnap) {
         let deltas: Vec<u64> = b
             .system
             .iter()
             .zip(a.system.iter().chain(std::iter::repeat(&0)))
             .map(|(y, x)| y.saturating_sub(*x))
-            .take(names.len())
+            .take(MACHINE_STATES.len())
             .collect();
         let total: u64 = deltas.iter().sum();
-        usage.cores = b.cores;
-        if total > 0 {
-            let busy = deltas.iter().take(3).sum::<u64>() as f64 / total as f64;
-            let ours: f64 = usage.processes.values().sum();
-            usage.other_processes =
-                ((busy * b.cores as f64 * 100.0 - ours).max(0.0) * 10.0).round() / 10.0;
-            for (name, d) in names.iter().zip(deltas) {
-                usage.machine.insert(
-                    (*name).to_owned(),
-                    ((d as f64 / total as f64) * 1000.0).round() / 10.0,
-                );
-            }
+        if total == 0 {
+            return;
         }
-        usage
+        let busy = deltas.iter().take(3).sum::<u64>() as f64 / total as f64;
+        let ours: f64 = self.processes.values().sum();
+        self.other_processes =
+            ((busy * b.cores as f64 * 100.0 - ours).max(0.0) * 10.0).round() / 10.0;
+        for (name, d) in MACHINE_STATES.iter().zip(deltas) {
+            self.machine.insert(
+                (*name).to_owned(),
+                ((d as f64 / total as f64) * 1000.0).round() / 10.0,
+            );
+        }
     }
+}
+
+/// The server's 12 busiest threads from `a` to `b` (at least 0.5 % of a core), busiest first.
+fn busiest_threads(a: &CpuSnap, b: &CpuSnap, pct: impl Fn(u64) -> f64) -> Vec<(String, f64)> {
+    let mut threads: Vec<(String, f64)> = b
+        .threads
+        .iter()
+        .map(|(tid, (name, end))| {
+            let start = a.threads.get(tid).map_or(0, |t| t.1);
+            (format!("{name} ({tid})"), pct(end.saturating_sub(start)))
+        })
+        .filter(|(_, p)| *p >= 0.5)
+        .collect();
+    threads.sort_by(|x, y| y.1.total_cmp(&x.1));
+    threads.truncate(12);
+    threads
 }
 
 #[cfg(test)]

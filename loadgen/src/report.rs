@@ -202,23 +202,9 @@ impl RunReport {
     /// A few lines for a terminal.
     pub fn summary(&self) -> String {
         let mut s = format!("== {} ==\n", self.label);
-        let c = &self.connect;
-        s += &format!(
-            "connect: {}/{} ok, {} failed in {:.2}s = {:.0}/s (handshake p50 {:.2} ms, p99 {:.2} ms)\n",
-            c.ok, c.attempted, c.failed, c.seconds, c.per_s, c.handshake.p50_ms, c.handshake.p99_ms
-        );
-        for (reason, n) in &c.failures {
-            s += &format!("  failure x{n}: {reason}\n");
-        }
+        s += &self.connect.summary();
         if let Some(sv) = &self.server {
-            s += &format!(
-                "server RSS: baseline {} KiB, connected {} KiB ({:.2} KiB/socket over {} sockets), peak {} KiB",
-                sv.rss_baseline_kb, sv.rss_connected_kb, sv.kb_per_socket_connected, sv.sockets_open, sv.rss_peak_kb
-            );
-            if let (Some(kb), Some(per)) = (sv.rss_after_hold_kb, sv.kb_per_socket_after_hold) {
-                s += &format!(", after verify+hold {kb} KiB ({per:.2} KiB/socket)");
-            }
-            s += "\n";
+            s += &sv.summary();
         }
         if let Some(v) = &self.verify {
             s += &format!(
@@ -233,29 +219,11 @@ impl RunReport {
             );
         }
         if let Some(d) = &self.delivery {
-            let l = &d.loss;
-            s += &format!(
-                "delivered: {} in {:.2}s = {:.0}/s; lost {} ({} sockets, max {}/socket), duplicates {}, out of order {}\n",
-                d.delivered, d.seconds, d.per_s, l.lost, l.sockets_with_loss, l.max_lost_per_socket, l.duplicates, l.out_of_order
-            );
-            let p = &self.latency;
-            s += &format!(
-                "latency ms: p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} (n={}); median of the per-interval p99s {:.3}\n",
-                p.p50_ms, p.p90_ms, p.p99_ms, p.p999_ms, p.max_ms, p.count, self.latency_interval_p99_median_ms
-            );
+            s += &d.summary();
+            s += &self.latency_summary();
         }
         if let Some(d) = &self.drain {
-            s += &format!(
-                "drain: {} open at SIGTERM; closes {} ({} with 1012, all 1012: {}), first {:.2}s last {:.2}s after SIGTERM; server exit after {}\n",
-                d.sockets_open,
-                d.closes,
-                d.closes_1012,
-                d.all_1012,
-                d.first_close_after_s,
-                d.last_close_after_s,
-                d.server_exit_after_s
-                    .map_or_else(|| "(still running)".to_owned(), |t| format!("{t:.2}s"))
-            );
+            s += &d.summary();
         }
         for (phase, u) in &self.cpu {
             s += &format!(
@@ -268,5 +236,73 @@ impl RunReport {
             self.closes.codes, self.closes.open_at_end
         );
         s
+    }
+
+    fn latency_summary(&self) -> String {
+        let p = &self.latency;
+        format!(
+            "latency ms: p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} (n={}); median of the per-interval p99s {:.3}\n",
+            p.p50_ms, p.p90_ms, p.p99_ms, p.p999_ms, p.max_ms, p.count, self.latency_interval_p99_median_ms
+        )
+    }
+}
+
+impl ConnectSummary {
+    /// The connect line, then one line per failure reason.
+    fn summary(&self) -> String {
+        let c = self;
+        let mut s = format!(
+            "connect: {}/{} ok, {} failed in {:.2}s = {:.0}/s (handshake p50 {:.2} ms, p99 {:.2} ms)\n",
+            c.ok, c.attempted, c.failed, c.seconds, c.per_s, c.handshake.p50_ms, c.handshake.p99_ms
+        );
+        for (reason, n) in &c.failures {
+            s += &format!("  failure x{n}: {reason}\n");
+        }
+        s
+    }
+}
+
+impl ServerSummary {
+    /// The server RSS line.
+    fn summary(&self) -> String {
+        let sv = self;
+        let mut s = format!(
+            "server RSS: baseline {} KiB, connected {} KiB ({:.2} KiB/socket over {} sockets), peak {} KiB",
+            sv.rss_baseline_kb, sv.rss_connected_kb, sv.kb_per_socket_connected, sv.sockets_open, sv.rss_peak_kb
+        );
+        if let (Some(kb), Some(per)) = (sv.rss_after_hold_kb, sv.kb_per_socket_after_hold) {
+            s += &format!(", after verify+hold {kb} KiB ({per:.2} KiB/socket)");
+        }
+        s += "\n";
+        s
+    }
+}
+
+impl DeliverySummary {
+    /// The delivery and loss line.
+    fn summary(&self) -> String {
+        let (d, l) = (self, &self.loss);
+        format!(
+            "delivered: {} in {:.2}s = {:.0}/s; lost {} ({} sockets, max {}/socket), duplicates {}, out of order {}\n",
+            d.delivered, d.seconds, d.per_s, l.lost, l.sockets_with_loss, l.max_lost_per_socket, l.duplicates, l.out_of_order
+        )
+    }
+}
+
+impl DrainSummary {
+    /// The drain line.
+    fn summary(&self) -> String {
+        let d = self;
+        format!(
+            "drain: {} open at SIGTERM; closes {} ({} with 1012, all 1012: {}), first {:.2}s last {:.2}s after SIGTERM; server exit after {}\n",
+            d.sockets_open,
+            d.closes,
+            d.closes_1012,
+            d.all_1012,
+            d.first_close_after_s,
+            d.last_close_after_s,
+            d.server_exit_after_s
+                .map_or_else(|| "(still running)".to_owned(), |t| format!("{t:.2}s"))
+        )
     }
 }

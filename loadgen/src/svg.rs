@@ -95,24 +95,8 @@ pub fn render(title: &str, panels: &[Panel], markers: &[Marker]) -> String {
         .iter()
         .filter(|p| p.series.iter().any(|s| !s.points.is_empty()))
         .collect();
-    let mut x_max = f64::NEG_INFINITY;
-    for p in &panels {
-        for s in &p.series {
-            for &(x, _) in &s.points {
-                x_max = x_max.max(x + s.bar_width.unwrap_or(0.0));
-            }
-        }
-    }
-    for m in markers {
-        x_max = x_max.max(m.x);
-    }
-    let x_min = 0.0; // the time axis starts at the run's start
-    if x_max <= x_min {
-        x_max = x_min + 1.0;
-    }
+    let x = XAxis::new(x_max(&panels, markers));
     let height = TOP + panels.len() as f64 * (PANEL_H + GAP) + 20.0;
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let sx = |x: f64| LEFT + (x - x_min) / (x_max - x_min) * plot_w;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -126,12 +110,76 @@ pub fn render(title: &str, panels: &[Panel], markers: &[Marker]) -> String {
     );
     for (pi, panel) in panels.iter().enumerate() {
         let top = TOP + pi as f64 * (PANEL_H + GAP);
-        let bottom = top + PANEL_H;
+        let y = YAxis::new(panel, top + PANEL_H);
+        panel_frame(&mut out, panel, &y, top);
+        x_ticks(&mut out, &x, y.bottom);
+        marker_lines(&mut out, &x, markers, top, y.bottom, pi == 0);
+        for (si, series) in panel.series.iter().enumerate() {
+            let color = COLORS[si % COLORS.len()];
+            draw_series(&mut out, &x, &y, series, color);
+            legend_entry(&mut out, &series.name, color, top + 14.0 + si as f64 * 18.0);
+        }
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// The right end of the shared time axis: the last point (bars included) or marker.
+fn x_max(panels: &[&Panel], markers: &[Marker]) -> f64 {
+    let mut x_max = f64::NEG_INFINITY;
+    for p in panels {
+        for s in &p.series {
+            for &(x, _) in &s.points {
+                x_max = x_max.max(x + s.bar_width.unwrap_or(0.0));
+            }
+        }
+    }
+    for m in markers {
+        x_max = x_max.max(m.x);
+    }
+    x_max
+}
+
+/// The time axis every panel shares; it starts at the run's start.
+struct XAxis {
+    min: f64,
+    max: f64,
+    /// Width of the plotting area.
+    plot_w: f64,
+}
+
+impl XAxis {
+    fn new(x_max: f64) -> Self {
+        let min = 0.0;
+        Self {
+            min,
+            max: if x_max <= min { min + 1.0 } else { x_max },
+            plot_w: WIDTH - LEFT - RIGHT,
+        }
+    }
+
+    /// Pixel column of time `x`.
+    fn scale(&self, x: f64) -> f64 {
+        LEFT + (x - self.min) / (self.max - self.min) * self.plot_w
+    }
+}
+
+/// One panel's y axis: its range (decades when logarithmic) and where its bottom is.
+struct YAxis {
+    lo: f64,
+    hi: f64,
+    log: bool,
+    bottom: f64,
+}
+
+impl YAxis {
+    /// The range of `panel`'s plottable values, rounded out to whole steps or decades.
+    fn new(panel: &Panel, bottom: f64) -> Self {
         let values = panel
             .series
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.1))
-            .filter(|v| v.is_finite() && (!panel.log_y || *v > 0.0));
+            .filter(|v| plottable(*v, panel.log_y));
         let (mut y_min, mut y_max) = (f64::INFINITY, f64::NEG_INFINITY);
         for v in values {
             y_min = y_min.min(v);
@@ -149,152 +197,199 @@ pub fn render(title: &str, panels: &[Panel], markers: &[Marker]) -> String {
             let s = step(y_max.max(0.0), 5.0);
             (0.0, (y_max / s).ceil().max(1.0) * s)
         };
-        let sy = |v: f64| {
-            let f = if panel.log_y {
-                (v.log10() - lo.log10()) / (hi.log10() - lo.log10())
-            } else {
-                (v - lo) / (hi - lo)
-            };
-            bottom - f.clamp(0.0, 1.0) * PANEL_H
+        Self {
+            lo,
+            hi,
+            log: panel.log_y,
+            bottom,
+        }
+    }
+
+    /// Pixel row of value `v` (clamped to the panel).
+    fn scale(&self, v: f64) -> f64 {
+        let f = if self.log {
+            (v.log10() - self.lo.log10()) / (self.hi.log10() - self.lo.log10())
+        } else {
+            (v - self.lo) / (self.hi - self.lo)
         };
-        let _ = writeln!(
-            out,
-            r#"<text x="{LEFT}" y="{}" font-size="13" font-weight="bold">{}</text>"#,
-            top - 8.0,
-            esc(&panel.title)
-        );
-        let _ = writeln!(
-            out,
-            r##"<rect x="{LEFT}" y="{top}" width="{plot_w}" height="{PANEL_H}" fill="none" stroke="#444"/>"##
-        );
-        // y ticks
+        self.bottom - f.clamp(0.0, 1.0) * PANEL_H
+    }
+
+    /// Tick values: every decade, or about five nice steps.
+    fn ticks(&self) -> Vec<f64> {
         let mut ticks = Vec::new();
-        if panel.log_y {
-            let mut t = lo;
-            while t <= hi * 1.0001 {
+        if self.log {
+            let mut t = self.lo;
+            while t <= self.hi * 1.0001 {
                 ticks.push(t);
                 t *= 10.0;
             }
         } else {
-            let s = step(hi - lo, 5.0);
-            let mut t = lo;
-            while t <= hi + s * 0.001 {
+            let s = step(self.hi - self.lo, 5.0);
+            let mut t = self.lo;
+            while t <= self.hi + s * 0.001 {
                 ticks.push(t);
                 t += s;
             }
         }
-        for t in ticks {
-            let y = sy(t);
-            let _ = writeln!(
-                out,
-                r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-                LEFT + plot_w,
-                LEFT - 6.0,
-                y + 4.0,
-                fmt_num(t)
-            );
-        }
+        ticks
+    }
+}
+
+/// Whether `v` can be drawn (finite, and positive on a log axis).
+fn plottable(v: f64, log_y: bool) -> bool {
+    v.is_finite() && (!log_y || v > 0.0)
+}
+
+/// The panel's title, border, y grid with labels, and y-axis label.
+fn panel_frame(out: &mut String, panel: &Panel, y: &YAxis, top: f64) {
+    let plot_w = WIDTH - LEFT - RIGHT;
+    let _ = writeln!(
+        out,
+        r#"<text x="{LEFT}" y="{}" font-size="13" font-weight="bold">{}</text>"#,
+        top - 8.0,
+        esc(&panel.title)
+    );
+    let _ = writeln!(
+        out,
+        r##"<rect x="{LEFT}" y="{top}" width="{plot_w}" height="{PANEL_H}" fill="none" stroke="#444"/>"##
+    );
+    for t in y.ticks() {
+        let row = y.scale(t);
         let _ = writeln!(
             out,
-            r#"<text transform="translate(18,{:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
-            top + PANEL_H / 2.0,
-            esc(&panel.y_label)
+            r##"<line x1="{LEFT}" y1="{row:.1}" x2="{:.1}" y2="{row:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            LEFT + plot_w,
+            LEFT - 6.0,
+            row + 4.0,
+            fmt_num(t)
         );
-        // x ticks
-        let s = step(x_max - x_min, 10.0);
-        let mut t = (x_min / s).ceil() * s;
-        while t <= x_max + s * 0.001 {
-            let x = sx(t);
-            let _ = writeln!(
-                out,
-                r##"<line x1="{x:.1}" y1="{bottom}" x2="{x:.1}" y2="{:.1}" stroke="#444"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
-                bottom + 5.0,
-                bottom + 18.0,
-                fmt_num(t)
-            );
-            t += s;
-        }
+    }
+    let _ = writeln!(
+        out,
+        r#"<text transform="translate(18,{:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
+        top + PANEL_H / 2.0,
+        esc(&panel.y_label)
+    );
+}
+
+/// Time ticks and the time-axis label under a panel.
+fn x_ticks(out: &mut String, x: &XAxis, bottom: f64) {
+    let s = step(x.max - x.min, 10.0);
+    let mut t = (x.min / s).ceil() * s;
+    while t <= x.max + s * 0.001 {
+        let col = x.scale(t);
         let _ = writeln!(
             out,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">seconds since start</text>"#,
-            LEFT + plot_w / 2.0,
-            bottom + 34.0
+            r##"<line x1="{col:.1}" y1="{bottom}" x2="{col:.1}" y2="{:.1}" stroke="#444"/><text x="{col:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+            bottom + 5.0,
+            bottom + 18.0,
+            fmt_num(t)
         );
-        for (mi, m) in markers.iter().enumerate() {
-            let x = sx(m.x);
+        t += s;
+    }
+    let _ = writeln!(
+        out,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">seconds since start</text>"#,
+        LEFT + x.plot_w / 2.0,
+        bottom + 34.0
+    );
+}
+
+/// A dashed line per marker across the panel; labels only on the first panel.
+fn marker_lines(
+    out: &mut String,
+    x: &XAxis,
+    markers: &[Marker],
+    top: f64,
+    bottom: f64,
+    labelled: bool,
+) {
+    for (mi, m) in markers.iter().enumerate() {
+        let col = x.scale(m.x);
+        let _ = writeln!(
+            out,
+            r##"<line x1="{col:.1}" y1="{top}" x2="{col:.1}" y2="{bottom}" stroke="#888" stroke-dasharray="4,3"/>"##
+        );
+        if labelled {
+            // Staggered so that close markers stay readable; right-aligned near the edge.
+            let (lx, anchor) = if col > LEFT + x.plot_w * 0.85 {
+                (col - 3.0, "end")
+            } else {
+                (col + 3.0, "start")
+            };
             let _ = writeln!(
                 out,
-                r##"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{bottom}" stroke="#888" stroke-dasharray="4,3"/>"##
-            );
-            if pi == 0 {
-                // Staggered so that close markers stay readable; right-aligned near the edge.
-                let (lx, anchor) = if x > LEFT + plot_w * 0.85 {
-                    (x - 3.0, "end")
-                } else {
-                    (x + 3.0, "start")
-                };
-                let _ = writeln!(
-                    out,
-                    r##"<text x="{lx:.1}" y="{:.1}" font-size="10" fill="#555" text-anchor="{anchor}">{}</text>"##,
-                    top + 12.0 + (mi % 3) as f64 * 11.0,
-                    esc(&m.label)
-                );
-            }
-        }
-        for (si, series) in panel.series.iter().enumerate() {
-            let color = COLORS[si % COLORS.len()];
-            let pts: Vec<(f64, f64)> = series
-                .points
-                .iter()
-                .copied()
-                .filter(|(_, v)| v.is_finite() && (!panel.log_y || *v > 0.0))
-                .collect();
-            if let Some(w) = series.bar_width {
-                for (x, v) in &pts {
-                    let (x0, x1) = (sx(*x), sx(x + w));
-                    let y = sy(*v);
-                    let _ = writeln!(
-                        out,
-                        r#"<rect x="{x0:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{color}" fill-opacity="0.7"/>"#,
-                        (x1 - x0 - 0.5).max(0.5),
-                        (bottom - y).max(0.0)
-                    );
-                }
-            } else if !pts.is_empty() {
-                // A gap much wider than the series' usual step is a pause (no data): the line
-                // breaks there instead of drawing a slope across it.
-                let mut steps: Vec<f64> = pts
-                    .windows(2)
-                    .map(|w| w[1].0 - w[0].0)
-                    .filter(|d| *d > 0.0)
-                    .collect();
-                steps.sort_by(f64::total_cmp);
-                let step = steps.get(steps.len() / 2).copied().unwrap_or(f64::INFINITY);
-                for run in pts.chunk_by(|a, b| b.0 - a.0 <= 3.0 * step) {
-                    let mut line = String::new();
-                    for (x, v) in run {
-                        let _ = write!(line, "{:.1},{:.1} ", sx(*x), sy(*v));
-                    }
-                    let _ = writeln!(
-                        out,
-                        r#"<polyline fill="none" stroke="{color}" stroke-width="1.6" points="{}"/>"#,
-                        line.trim_end()
-                    );
-                }
-            }
-            let ly = top + 14.0 + si as f64 * 18.0;
-            let lx = LEFT + plot_w + 12.0;
-            let _ = writeln!(
-                out,
-                r#"<rect x="{lx:.1}" y="{:.1}" width="14" height="4" fill="{color}"/><text x="{:.1}" y="{ly:.1}">{}</text>"#,
-                ly - 6.0,
-                lx + 20.0,
-                esc(&series.name)
+                r##"<text x="{lx:.1}" y="{:.1}" font-size="10" fill="#555" text-anchor="{anchor}">{}</text>"##,
+                top + 12.0 + (mi % 3) as f64 * 11.0,
+                esc(&m.label)
             );
         }
     }
-    out.push_str("</svg>\n");
-    out
+}
+
+/// One series: bars, or polylines broken at pauses.
+fn draw_series(out: &mut String, x: &XAxis, y: &YAxis, series: &Series, color: &str) {
+    let pts: Vec<(f64, f64)> = series
+        .points
+        .iter()
+        .copied()
+        .filter(|(_, v)| plottable(*v, y.log))
+        .collect();
+    match series.bar_width {
+        Some(w) => draw_bars(out, x, y, &pts, w, color),
+        None if !pts.is_empty() => draw_lines(out, x, y, &pts, color),
+        None => {}
+    }
+}
+
+/// A bar of width `w` per point.
+fn draw_bars(out: &mut String, x: &XAxis, y: &YAxis, pts: &[(f64, f64)], w: f64, color: &str) {
+    for (t, v) in pts {
+        let (x0, x1) = (x.scale(*t), x.scale(t + w));
+        let row = y.scale(*v);
+        let _ = writeln!(
+            out,
+            r#"<rect x="{x0:.1}" y="{row:.1}" width="{:.1}" height="{:.1}" fill="{color}" fill-opacity="0.7"/>"#,
+            (x1 - x0 - 0.5).max(0.5),
+            (y.bottom - row).max(0.0)
+        );
+    }
+}
+
+/// Polylines through `pts`. A gap much wider than the series' usual step is a pause (no
+/// data): the line breaks there instead of drawing a slope across it.
+fn draw_lines(out: &mut String, x: &XAxis, y: &YAxis, pts: &[(f64, f64)], color: &str) {
+    let mut steps: Vec<f64> = pts
+        .windows(2)
+        .map(|w| w[1].0 - w[0].0)
+        .filter(|d| *d > 0.0)
+        .collect();
+    steps.sort_by(f64::total_cmp);
+    let step = steps.get(steps.len() / 2).copied().unwrap_or(f64::INFINITY);
+    for run in pts.chunk_by(|a, b| b.0 - a.0 <= 3.0 * step) {
+        let mut line = String::new();
+        for (t, v) in run {
+            let _ = write!(line, "{:.1},{:.1} ", x.scale(*t), y.scale(*v));
+        }
+        let _ = writeln!(
+            out,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="1.6" points="{}"/>"#,
+            line.trim_end()
+        );
+    }
+}
+
+/// A legend swatch and name right of the panels, at row `ly`.
+fn legend_entry(out: &mut String, name: &str, color: &str, ly: f64) {
+    let lx = LEFT + (WIDTH - LEFT - RIGHT) + 12.0;
+    let _ = writeln!(
+        out,
+        r#"<rect x="{lx:.1}" y="{:.1}" width="14" height="4" fill="{color}"/><text x="{:.1}" y="{ly:.1}">{}</text>"#,
+        ly - 6.0,
+        lx + 20.0,
+        esc(name)
+    );
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! JWT minting: HS256 tokens with the `sub` and `exp` claims the server requires, signed with
-//! the deployment's shared secret.
+//! the deployment's shared secret; and the user ids of a run (`{user_prefix}-{index}`).
 
 use anyhow::Context as _;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
@@ -36,4 +36,9 @@ impl Minter {
         };
         encode(&self.header, &claims, &self.key).context("signing a JWT")
     }
+}
+
+/// The user id of user number `index` of a run: `{user_prefix}-{index}`.
+pub fn user_id(user_prefix: &str, index: u64) -> String {
+    format!("{user_prefix}-{index}")
 }

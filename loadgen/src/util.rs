@@ -1,5 +1,6 @@
 //! Small shared helpers: wall-clock time in microseconds, a `--flag value` command-line parser
-//! with typed getters, `ws://` URL parsing, and the JSON line writer used on stdout.
+//! with typed getters, `ws://` URL parsing, the JSON line writer used on stdout, and the
+//! report writer (summary, JSON, SVG) of the run and stuck-reader modes.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
@@ -89,6 +90,15 @@ impl Flags {
     pub fn switch(&self, name: &str) -> bool {
         self.switches.contains(name)
     }
+
+    /// The HS256 secret: `--secret`, else `$LOADGEN_SECRET`.
+    pub fn secret(&self) -> anyhow::Result<String> {
+        match self.str("secret") {
+            Some(s) => Ok(s.to_owned()),
+            None => std::env::var("LOADGEN_SECRET")
+                .map_err(|_| anyhow!("--secret or $LOADGEN_SECRET is required")),
+        }
+    }
 }
 
 /// The parts of a `ws://host:port/path?query` URL the tools need.
@@ -172,6 +182,29 @@ pub fn emit_line<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}").context("writing to stdout (parent gone?)")?;
     out.flush().context("flushing stdout (parent gone?)")?;
+    Ok(())
+}
+
+/// Prints `summary` on stderr, then writes `report` as pretty JSON to `json_path` (stdout
+/// when `None`) and, when `svg_path` is given, the plot `svg()` to it.
+pub fn write_report<T: serde::Serialize>(
+    report: &T,
+    summary: &str,
+    json_path: Option<&str>,
+    svg_path: Option<&str>,
+    svg: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    eprint!("{summary}");
+    let text = serde_json::to_string_pretty(report).context("serialising the report")?;
+    match json_path {
+        Some(path) => {
+            std::fs::write(path, text + "\n").with_context(|| format!("writing {path}"))?
+        }
+        None => println!("{text}"),
+    }
+    if let Some(path) = svg_path {
+        std::fs::write(path, svg()).with_context(|| format!("writing {path}"))?;
+    }
     Ok(())
 }
 
