@@ -1603,7 +1603,7 @@ mod tests {
 
     #[test]
     fn the_repository_settings_file_holds_the_defaults() {
-        let (_dir, path) = toml_file(include_str!("../settings.toml"));
+        let (_dir, path) = toml_file(include_str!("../../settings.toml"));
         let settings = Settings::load_from(Some(&path), HashMap::new()).unwrap();
         assert_eq!(settings, Settings::default());
         settings.validate(true).unwrap();
@@ -1646,7 +1646,7 @@ mod tests {
     fn a_bad_or_absent_key_file_is_named() {
         let mut settings = valid();
         settings.auth.algorithms = vec!["RS256".into()];
-        for content in ["not a key", include_str!("testdata/ec_public.pem")] {
+        for content in ["not a key", include_str!("../testdata/ec_public.pem")] {
             let (_dir, path) = toml_file(content);
             settings.auth.jwt_public_key_file = path.to_string_lossy().into_owned();
             let error = settings.validate(false).unwrap_err();
