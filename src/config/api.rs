@@ -36,6 +36,7 @@ impl fmt::Debug for ApiSettings {
 }
 
 impl ApiSettings {
+    /// Checks `[api]`: the body timeout within a year.
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
         seconds("api.body_timeout_s", self.body_timeout_s)
     }

@@ -65,6 +65,7 @@ impl AuthSettings {
         TokenValidator::new(&self.validator_options()).map_err(auth_settings_error)
     }
 
+    /// What the validator is built from.
     fn validator_options(&self) -> ValidatorOptions {
         ValidatorOptions {
             secret: self.jwt_secret.clone(),
@@ -76,6 +77,7 @@ impl AuthSettings {
         }
     }
 
+    /// Checks `[auth]` by building the validator once; `dev` allows a missing secret.
     pub(super) fn validate(&self, dev: bool) -> Result<(), SettingsError> {
         if !self.jwt_secret.is_empty() {
             auth::check_secret(&self.jwt_secret).map_err(auth_settings_error)?;

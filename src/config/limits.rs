@@ -37,6 +37,7 @@ impl Default for LimitSettings {
 }
 
 impl LimitSettings {
+    /// Checks `[limits]`: every quota at least 1, every timeout within a year.
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
         at_least(
             "limits.max_connections_per_user",

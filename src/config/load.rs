@@ -3,6 +3,7 @@
 //! names the key and where it was set (an unknown key is refused the same way).
 
 use std::collections::HashMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use config::{Config, ConfigError, Environment, File, FileFormat};
@@ -117,22 +118,7 @@ fn settings_error(error: ConfigError, sources: &Sources<'_>) -> SettingsError {
             expected,
             key: Some(key),
             ..
-        } => {
-            // Every integer setting is unsigned; `config` words it "an integer" for a bad string
-            // and "an unsigned 64 bit or less integer" for a negative number.
-            let expected = if expected.contains("integer") {
-                "an unsigned integer"
-            } else {
-                expected
-            };
-            let got = if SECRET_KEYS.contains(&key.as_str()) {
-                String::new()
-            } else {
-                format!(", got {unexpected}")
-            };
-            let reason = format!("expected {expected}{got}{}", sources.suffix(&key));
-            SettingsError::Invalid { key, reason }
-        }
+        } => type_error(key, expected, unexpected, sources),
         ConfigError::At {
             error,
             key: Some(key),
@@ -144,6 +130,29 @@ fn settings_error(error: ConfigError, sources: &Sources<'_>) -> SettingsError {
         },
         other => SettingsError::Other(one_line(&other.to_string())),
     }
+}
+
+/// A value of the wrong type at `key` (a secret's value is not repeated).
+fn type_error(
+    key: String,
+    expected: &str,
+    unexpected: impl fmt::Display,
+    sources: &Sources<'_>,
+) -> SettingsError {
+    // Every integer setting is unsigned; `config` words it "an integer" for a bad string and "an
+    // unsigned 64 bit or less integer" for a negative number.
+    let expected = if expected.contains("integer") {
+        "an unsigned integer"
+    } else {
+        expected
+    };
+    let got = if SECRET_KEYS.contains(&key.as_str()) {
+        String::new()
+    } else {
+        format!(", got {unexpected}")
+    };
+    let reason = format!("expected {expected}{got}{}", sources.suffix(&key));
+    SettingsError::Invalid { key, reason }
 }
 
 /// An error raised inside the value of `key` (a section, or a key of a section).

@@ -24,6 +24,7 @@ impl Default for RedisSettings {
 }
 
 impl RedisSettings {
+    /// Checks `[redis]`: a `redis://` or `rediss://` URL (or none), and a channel prefix.
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
         let has_scheme = ["redis://", "rediss://"]
             .iter()

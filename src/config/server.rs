@@ -39,6 +39,7 @@ impl Default for ServerSettings {
 }
 
 impl ServerSettings {
+    /// Checks `[server]`: the bind address, the endpoint path, the frame size, the origins.
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
         if !is_bind_address(&self.bind) {
             let reason = format!("expected host:port, got {:?}", self.bind);

@@ -22,6 +22,7 @@ impl Default for ShutdownSettings {
 }
 
 impl ShutdownSettings {
+    /// Checks `[shutdown]`: the drain timeout within a year.
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
         seconds("shutdown.drain_timeout_s", self.drain_timeout_s)
     }

@@ -96,6 +96,7 @@ impl TryFrom<String> for LogFormat {
 }
 
 impl TelemetrySettings {
+    /// Checks `[telemetry]`: a service name, an http(s) collector (or none), the hash key length.
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
         if self.service_name.trim().is_empty() {
             return Err(SettingsError::invalid(
