@@ -41,7 +41,7 @@ use std::time::Duration;
 
 pub use self::consumer::Ingest;
 pub use self::metrics::IngestMetrics;
-pub use self::route::{OwnerSource, RouteConfig};
+pub use self::route::{parse_template, OwnerSource, Part, RouteConfig, TemplateError};
 
 /// Everything the ingest needs to run; built by the server from its `[kafka]` settings.
 #[derive(Clone, Debug)]

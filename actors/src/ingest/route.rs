@@ -45,43 +45,58 @@ pub enum Part {
     Field(String),
 }
 
-/// Parses `prefix:{field}…` into parts. `{{` and `}}` stand for literal braces. A field name is
-/// one or more of `[A-Za-z0-9_.-]`.
-pub fn parse_template(template: &str) -> Result<Vec<Part>, String> {
+/// What is wrong with a key template, and where (`at`: 1-based character position).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TemplateError {
+    /// A `{` without its `}`.
+    #[error("unclosed {{ at position {at}")]
+    Unclosed {
+        /// Where the `{` is.
+        at: usize,
+    },
+    /// `{}`: no field named.
+    #[error("empty {{}} at position {at} (name a data field)")]
+    EmptyField {
+        /// Where the `{` is.
+        at: usize,
+    },
+    /// A character a field name cannot hold.
+    #[error(
+        "unexpected {found:?} at position {at} in a {{field}} (a field name is A-Z a-z 0-9 _ . -)"
+    )]
+    InvalidFieldChar {
+        /// The character.
+        found: char,
+        /// Where it is.
+        at: usize,
+    },
+    /// A `}` that closes nothing.
+    #[error("unmatched }} at position {at} (write }}}} for a literal brace)")]
+    UnmatchedClose {
+        /// Where the `}` is.
+        at: usize,
+    },
+}
+
+/// Parses a key template, `prefix:{field}…`, into parts: the one parser of the template grammar
+/// (`kafka.routes[].owner_redis_key` and `owner_http_url`). `{{` and `}}` stand for literal
+/// braces; a field name is one or more of `[A-Za-z0-9_.-]`.
+pub fn parse_template(template: &str) -> Result<Vec<Part>, TemplateError> {
     let mut parts = Vec::new();
     let mut literal = String::new();
-    let mut chars = template.chars().peekable();
-    while let Some(c) = chars.next() {
+    let mut chars = template.chars().zip(1..).peekable();
+    while let Some((c, at)) = chars.next() {
         match c {
-            '{' if chars.peek() == Some(&'{') => {
-                chars.next();
-                literal.push('{');
-            }
-            '}' if chars.peek() == Some(&'}') => {
-                chars.next();
-                literal.push('}');
-            }
+            '{' | '}' if chars.next_if(|&(next, _)| next == c).is_some() => literal.push(c),
             '{' => {
-                let mut name = String::new();
-                loop {
-                    match chars.next() {
-                        Some('}') => break,
-                        Some(c) if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') => {
-                            name.push(c)
-                        }
-                        Some(c) => return Err(format!("unexpected {c:?} in a {{field}}")),
-                        None => return Err("unclosed {".into()),
-                    }
-                }
-                if name.is_empty() {
-                    return Err("empty {} (name a data field)".into());
-                }
+                let name = field_name(&mut chars, at)?;
                 if !literal.is_empty() {
                     parts.push(Part::Literal(std::mem::take(&mut literal)));
                 }
                 parts.push(Part::Field(name));
             }
-            '}' => return Err("unmatched } (write }} for a literal brace)".into()),
+            '}' => return Err(TemplateError::UnmatchedClose { at }),
             c => literal.push(c),
         }
     }
@@ -89,6 +104,27 @@ pub fn parse_template(template: &str) -> Result<Vec<Part>, String> {
         parts.push(Part::Literal(literal));
     }
     Ok(parts)
+}
+
+/// The field name after the `{` at `open`, up to and including its `}`.
+fn field_name(
+    chars: &mut impl Iterator<Item = (char, usize)>,
+    open: usize,
+) -> Result<String, TemplateError> {
+    let mut name = String::new();
+    loop {
+        match chars.next() {
+            Some(('}', _)) if name.is_empty() => {
+                return Err(TemplateError::EmptyField { at: open })
+            }
+            Some(('}', _)) => return Ok(name),
+            Some((c, _)) if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') => {
+                name.push(c)
+            }
+            Some((found, at)) => return Err(TemplateError::InvalidFieldChar { found, at }),
+            None => return Err(TemplateError::Unclosed { at: open }),
+        }
+    }
 }
 
 /// What the owner lookup is asked.

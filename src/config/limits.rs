@@ -1,0 +1,53 @@
+//! `[limits]`: connection quotas, idle and heartbeat timeouts, and the send queue.
+
+use serde::Deserialize;
+
+use super::validate::{at_least, seconds};
+use super::SettingsError;
+
+/// `[limits]`: quotas and timeouts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Open sockets per user.
+    pub max_connections_per_user: usize,
+    /// Open sockets on this node.
+    pub max_connections: usize,
+    /// Close a socket silent for this long, in seconds.
+    pub idle_timeout_s: u64,
+    /// Ping every this many seconds.
+    pub heartbeat_interval_s: u64,
+    /// Close a socket whose pong is this late, in seconds.
+    pub heartbeat_timeout_s: u64,
+    /// Messages queued per socket before it is closed as a slow consumer.
+    pub send_queue_max: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_connections_per_user: 10,
+            max_connections: 100_000,
+            idle_timeout_s: 300,
+            heartbeat_interval_s: 30,
+            heartbeat_timeout_s: 10,
+            send_queue_max: 256,
+        }
+    }
+}
+
+impl LimitSettings {
+    /// Checks `[limits]`: every quota at least 1, every timeout within a year.
+    pub(super) fn validate(&self) -> Result<(), SettingsError> {
+        at_least(
+            "limits.max_connections_per_user",
+            self.max_connections_per_user,
+            1,
+        )?;
+        at_least("limits.max_connections", self.max_connections, 1)?;
+        seconds("limits.idle_timeout_s", self.idle_timeout_s)?;
+        seconds("limits.heartbeat_interval_s", self.heartbeat_interval_s)?;
+        seconds("limits.heartbeat_timeout_s", self.heartbeat_timeout_s)?;
+        at_least("limits.send_queue_max", self.send_queue_max, 1)
+    }
+}
