@@ -45,43 +45,58 @@ pub enum Part {
     Field(String),
 }
 
-/// Parses `prefix:{field}…` into parts. `{{` and `}}` stand for literal braces. A field name is
-/// one or more of `[A-Za-z0-9_.-]`.
-pub fn parse_template(template: &str) -> Result<Vec<Part>, String> {
+/// What is wrong with a key template, and where (`at`: 1-based character position).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TemplateError {
+    /// A `{` without its `}`.
+    #[error("unclosed {{ at position {at}")]
+    Unclosed {
+        /// Where the `{` is.
+        at: usize,
+    },
+    /// `{}`: no field named.
+    #[error("empty {{}} at position {at} (name a data field)")]
+    EmptyField {
+        /// Where the `{` is.
+        at: usize,
+    },
+    /// A character a field name cannot hold.
+    #[error(
+        "unexpected {found:?} at position {at} in a {{field}} (a field name is A-Z a-z 0-9 _ . -)"
+    )]
+    InvalidFieldChar {
+        /// The character.
+        found: char,
+        /// Where it is.
+        at: usize,
+    },
+    /// A `}` that closes nothing.
+    #[error("unmatched }} at position {at} (write }}}} for a literal brace)")]
+    UnmatchedClose {
+        /// Where the `}` is.
+        at: usize,
+    },
+}
+
+/// Parses a key template, `prefix:{field}…`, into parts: the one parser of the template grammar
+/// (`kafka.routes[].owner_redis_key` and `owner_http_url`). `{{` and `}}` stand for literal
+/// braces; a field name is one or more of `[A-Za-z0-9_.-]`.
+pub fn parse_template(template: &str) -> Result<Vec<Part>, TemplateError> {
     let mut parts = Vec::new();
     let mut literal = String::new();
-    let mut chars = template.chars().peekable();
-    while let Some(c) = chars.next() {
+    let mut chars = template.chars().zip(1..).peekable();
+    while let Some((c, at)) = chars.next() {
         match c {
-            '{' if chars.peek() == Some(&'{') => {
-                chars.next();
-                literal.push('{');
-            }
-            '}' if chars.peek() == Some(&'}') => {
-                chars.next();
-                literal.push('}');
-            }
+            '{' | '}' if chars.next_if(|&(next, _)| next == c).is_some() => literal.push(c),
             '{' => {
-                let mut name = String::new();
-                loop {
-                    match chars.next() {
-                        Some('}') => break,
-                        Some(c) if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') => {
-                            name.push(c)
-                        }
-                        Some(c) => return Err(format!("unexpected {c:?} in a {{field}}")),
-                        None => return Err("unclosed {".into()),
-                    }
-                }
-                if name.is_empty() {
-                    return Err("empty {} (name a data field)".into());
-                }
+                let name = field_name(&mut chars, at)?;
                 if !literal.is_empty() {
                     parts.push(Part::Literal(std::mem::take(&mut literal)));
                 }
                 parts.push(Part::Field(name));
             }
-            '}' => return Err("unmatched } (write }} for a literal brace)".into()),
+            '}' => return Err(TemplateError::UnmatchedClose { at }),
             c => literal.push(c),
         }
     }
@@ -89,6 +104,70 @@ pub fn parse_template(template: &str) -> Result<Vec<Part>, String> {
         parts.push(Part::Literal(literal));
     }
     Ok(parts)
+}
+
+/// The field name after the `{` at `open`, up to and including its `}`.
+fn field_name(
+    chars: &mut impl Iterator<Item = (char, usize)>,
+    open: usize,
+) -> Result<String, TemplateError> {
+    let mut name = String::new();
+    loop {
+        match chars.next() {
+            Some(('}', _)) if name.is_empty() => {
+                return Err(TemplateError::EmptyField { at: open })
+            }
+            Some(('}', _)) => return Ok(name),
+            Some((c, _)) if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') => {
+                name.push(c)
+            }
+            Some((found, at)) => return Err(TemplateError::InvalidFieldChar { found, at }),
+            None => return Err(TemplateError::Unclosed { at: open }),
+        }
+    }
+}
+
+/// Why the routes cannot be compiled; names the setting (`kafka.routes[i].…`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouteError {
+    /// `user_pointer` does not start with `/`.
+    #[error("kafka.routes[{route}].user_pointer: not a JSON pointer: {pointer:?}")]
+    NotAPointer {
+        /// Index of the route.
+        route: usize,
+        /// The value.
+        pointer: String,
+    },
+    /// A key template does not parse.
+    #[error("kafka.routes[{route}].{setting}: {source}")]
+    Template {
+        /// Index of the route.
+        route: usize,
+        /// `owner_redis_key` or `owner_http_url`.
+        setting: &'static str,
+        /// What is wrong, and where.
+        source: TemplateError,
+    },
+    /// Two routes for the same topic and event type.
+    #[error(
+        "kafka.routes[{route}].event_type: a route for this topic and event type already exists"
+    )]
+    Duplicate {
+        /// Index of the second route.
+        route: usize,
+    },
+}
+
+/// Why an event's user cannot be found from the event itself.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum MissingOwner {
+    /// The route's JSON pointer finds no user id.
+    #[error("no user id at {pointer}")]
+    NoUserAt { pointer: String },
+    /// A field the key template needs is missing or empty.
+    #[error("data.{field} is missing or empty")]
+    NoField { field: String },
 }
 
 /// What the owner lookup is asked.
@@ -107,8 +186,8 @@ pub(crate) enum Owner {
     Known(UserId),
     /// To be looked up.
     Lookup(LookupKey),
-    /// The event lacks what is needed: why.
-    Missing(String),
+    /// The event lacks what is needed.
+    Missing(MissingOwner),
 }
 
 /// A compiled route.
@@ -133,7 +212,9 @@ impl Route {
             CompiledOwner::Pointer(pointer) => {
                 match envelope.raw.pointer(pointer).and_then(user_id) {
                     Some(user) => Owner::Known(user),
-                    None => Owner::Missing(format!("no user id at {pointer}")),
+                    None => Owner::Missing(MissingOwner::NoUserAt {
+                        pointer: pointer.clone(),
+                    }),
                 }
             }
             CompiledOwner::Redis(parts) => match render(parts, envelope, |s| s.to_owned()) {
@@ -161,7 +242,7 @@ fn render(
     parts: &[Part],
     envelope: &Envelope,
     encode: fn(&str) -> String,
-) -> Result<String, String> {
+) -> Result<String, MissingOwner> {
     let data = envelope.data();
     let mut out = String::new();
     for part in parts {
@@ -170,7 +251,11 @@ fn render(
             Part::Field(name) => match data.get(name) {
                 Some(Value::String(s)) if !s.is_empty() => out.push_str(&encode(s)),
                 Some(Value::Number(n)) => out.push_str(&n.to_string()),
-                _ => return Err(format!("data.{name} is missing or empty")),
+                _ => {
+                    return Err(MissingOwner::NoField {
+                        field: name.clone(),
+                    })
+                }
             },
         }
     }
@@ -191,6 +276,26 @@ fn encode_component(text: &str) -> String {
     out
 }
 
+/// Checks route `route`'s owner source and parses its template.
+fn compile_owner(route: usize, owner: &OwnerSource) -> Result<CompiledOwner, RouteError> {
+    let template = |setting, text: &str| {
+        parse_template(text).map_err(|source| RouteError::Template {
+            route,
+            setting,
+            source,
+        })
+    };
+    match owner {
+        OwnerSource::Pointer(p) if p.starts_with('/') => Ok(CompiledOwner::Pointer(p.clone())),
+        OwnerSource::Pointer(p) => Err(RouteError::NotAPointer {
+            route,
+            pointer: p.clone(),
+        }),
+        OwnerSource::RedisKey(t) => Ok(CompiledOwner::Redis(template("owner_redis_key", t)?)),
+        OwnerSource::HttpUrl(t) => Ok(CompiledOwner::Http(template("owner_http_url", t)?)),
+    }
+}
+
 /// The routes by topic.
 #[derive(Debug)]
 pub(crate) struct Routes {
@@ -199,31 +304,13 @@ pub(crate) struct Routes {
 
 impl Routes {
     /// Compiles the routes (templates parsed, pointers checked).
-    pub(crate) fn new(configs: &[RouteConfig]) -> Result<Self, String> {
+    pub(crate) fn new(configs: &[RouteConfig]) -> Result<Self, RouteError> {
         let mut by_topic: HashMap<String, Vec<(Option<String>, Route)>> = HashMap::new();
         for (i, config) in configs.iter().enumerate() {
-            let key = |name: &str| format!("kafka.routes[{i}].{name}");
-            let owner = match &config.owner {
-                OwnerSource::Pointer(p) if p.starts_with('/') => CompiledOwner::Pointer(p.clone()),
-                OwnerSource::Pointer(p) => {
-                    return Err(format!(
-                        "{}: not a JSON pointer: {p:?}",
-                        key("user_pointer")
-                    ))
-                }
-                OwnerSource::RedisKey(t) => CompiledOwner::Redis(
-                    parse_template(t).map_err(|e| format!("{}: {e}", key("owner_redis_key")))?,
-                ),
-                OwnerSource::HttpUrl(t) => CompiledOwner::Http(
-                    parse_template(t).map_err(|e| format!("{}: {e}", key("owner_http_url")))?,
-                ),
-            };
+            let owner = compile_owner(i, &config.owner)?;
             let routes = by_topic.entry(config.topic.clone()).or_default();
             if routes.iter().any(|(t, _)| *t == config.event_type) {
-                return Err(format!(
-                    "{}: a route for this topic and event type already exists",
-                    key("event_type")
-                ));
+                return Err(RouteError::Duplicate { route: i });
             }
             let route = Route {
                 event: config.event.clone(),
@@ -302,6 +389,31 @@ mod tests {
         for bad in ["{", "a}", "{}", "{a b}"] {
             assert!(parse_template(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn template_errors_say_what_and_where() {
+        let cases = [
+            ("ab{", TemplateError::Unclosed { at: 3 }),
+            ("a{}", TemplateError::EmptyField { at: 2 }),
+            (
+                "{a b}",
+                TemplateError::InvalidFieldChar { found: ' ', at: 3 },
+            ),
+            ("x}}y}", TemplateError::UnmatchedClose { at: 5 }),
+        ];
+        for (template, expected) in cases {
+            assert_eq!(parse_template(template), Err(expected), "{template}");
+        }
+        assert_eq!(
+            TemplateError::UnmatchedClose { at: 2 }.to_string(),
+            "unmatched } at position 2 (write }} for a literal brace)"
+        );
+        let error = Routes::new(&[route(None, OwnerSource::HttpUrl("http://h/{".into()))]);
+        assert_eq!(
+            error.map(drop).map_err(|e| e.to_string()),
+            Err("kafka.routes[0].owner_http_url: unclosed { at position 10".into())
+        );
     }
 
     #[test]
