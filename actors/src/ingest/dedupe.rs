@@ -171,16 +171,25 @@ mod tests {
         let dedupe = Dedupe::new(&config(None)).unwrap();
         let (id, user, payload) = (Uuid::new_v4(), UserId::new("u"), Bytes::from("n"));
         assert_eq!(
-            dedupe.publish_once(&broker, id, &user, &payload).await,
+            dedupe
+                .publish_once(&broker, id, &user, &payload)
+                .await
+                .map_err(|e| e.to_string()),
             Ok(true)
         );
         assert_eq!(
-            dedupe.publish_once(&broker, id, &user, &payload).await,
+            dedupe
+                .publish_once(&broker, id, &user, &payload)
+                .await
+                .map_err(|e| e.to_string()),
             Ok(false)
         );
         let other = Uuid::new_v4();
         assert_eq!(
-            dedupe.publish_once(&broker, other, &user, &payload).await,
+            dedupe
+                .publish_once(&broker, other, &user, &payload)
+                .await
+                .map_err(|e| e.to_string()),
             Ok(true)
         );
         assert_eq!(dedupe.kind(), "memory");
@@ -245,12 +254,16 @@ mod tests {
         outcomes.sort();
         assert_eq!(outcomes, [false, true], "exactly one replica published");
         assert_eq!(
-            a.publish_once(&broker, id, &user, &payload).await,
+            a.publish_once(&broker, id, &user, &payload)
+                .await
+                .map_err(|e| e.to_string()),
             Ok(false)
         );
         let later = Uuid::new_v4();
         assert_eq!(
-            b.publish_once(&broker, later, &user, &payload).await,
+            b.publish_once(&broker, later, &user, &payload)
+                .await
+                .map_err(|e| e.to_string()),
             Ok(true)
         );
 
