@@ -72,8 +72,7 @@ impl Envelope {
         let event_id = Uuid::parse_str(&event_id).map_err(|_| EnvelopeError::EventId(event_id))?;
         let event_type = text("event_type")?;
         let timestamp = text("event_timestamp")?;
-        let timestamp =
-            parse_timestamp(&timestamp).ok_or_else(|| EnvelopeError::Timestamp(timestamp))?;
+        let timestamp = parse_timestamp(&timestamp).ok_or(EnvelopeError::Timestamp(timestamp))?;
         let source_service = text("source_service")?;
         let correlation_id = text("correlation_id")?;
         if !object.get("data").is_some_and(Value::is_object) {

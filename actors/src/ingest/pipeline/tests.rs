@@ -368,6 +368,15 @@ async fn lookup_outage_pauses_then_resumes() {
     );
 }
 
+/// A record that cannot become a notification, and what its dead letter says.
+struct Rejected {
+    reason: &'static str,
+    value: Vec<u8>,
+    script: Script,
+    give_up: Option<Duration>,
+    error_start: &'static str,
+}
+
 /// Each kind of record that cannot become a notification is dead-lettered with its reason and
 /// committed, never published.
 #[tokio::test]
@@ -377,60 +386,68 @@ async fn rejected_records_are_dead_lettered_by_reason() {
         url: "http://h/b1".into(),
         status: reqwest::StatusCode::FORBIDDEN,
     };
-    let cases: [(&str, Vec<u8>, Script, Option<Duration>, &str); 6] = [
-        (
+    let case = |reason, value, owners: Vec<_>, give_up, error_start| Rejected {
+        reason,
+        value,
+        script: Script {
+            owners: VecDeque::from(owners),
+            ..Script::default()
+        },
+        give_up,
+        error_start,
+    };
+    let cases = [
+        case(
             "malformed",
             b"{not json".to_vec(),
-            Script::default(),
+            vec![],
             None,
             "not a JSON document",
         ),
-        (
+        case(
             "unknown_event_type",
             envelope("other", json!({})),
-            Script::default(),
+            vec![],
             None,
             "no route for event type \"other\" on topic events",
         ),
-        (
+        case(
             "missing_user",
             envelope("by_pointer", json!({})),
-            Script::default(),
+            vec![],
             None,
             "no user id at /metadata/user_id",
         ),
-        (
+        case(
             "owner_not_found",
             envelope("by_lookup", json!({})),
-            Script {
-                owners: VecDeque::from([Ok(None)]),
-                ..Script::default()
-            },
+            vec![Ok(None)],
             None,
             "no owner: redis key owner:b1 not set",
         ),
-        (
+        case(
             "lookup_failed",
             envelope("by_lookup", json!({})),
-            Script {
-                owners: VecDeque::from([Err(http_refused())]),
-                ..Script::default()
-            },
+            vec![Err(http_refused())],
             None,
             "GET http://h/b1: HTTP 403 Forbidden",
         ),
-        (
+        case(
             "lookup_unavailable",
             envelope("by_lookup", json!({})),
-            Script {
-                owners: VecDeque::from([Err(LookupError::RedisDown(redis_down()))]),
-                ..Script::default()
-            },
+            vec![Err(LookupError::RedisDown(redis_down()))],
             Some(Duration::ZERO),
             "redis: ",
         ),
     ];
-    for (reason, value, script, give_up, error_start) in cases {
+    for Rejected {
+        reason,
+        value,
+        script,
+        give_up,
+        error_start,
+    } in cases
+    {
         let (pipeline, metrics) = pipeline(&routes(), script, give_up);
         pipeline.process(&record(&value)).await;
         let effects = effects(&pipeline);
