@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::*;
+use crate::ingest::metrics::DEAD_LETTER_REASONS;
 use crate::ingest::route::RouteConfig;
 use crate::ingest::{DedupeConfig, LookupConfig, OwnerSource};
 
@@ -459,6 +460,10 @@ async fn rejected_records_are_dead_lettered_by_reason() {
             panic!("{reason}: {effects:?}");
         };
         assert_eq!(*got, reason);
+        assert!(
+            DEAD_LETTER_REASONS.contains(&reason),
+            "{reason} is pre-registered"
+        );
         assert!(error.starts_with(error_start), "{reason}: {error}");
         assert_eq!(dead_lettered(&metrics, reason), 1, "{reason}");
         assert_eq!(metrics.notifications_published.get(), 0, "{reason}");
