@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::cache::TtlCache;
 use super::{DedupeConfig, IngestError};
-use crate::broker::Broker;
+use crate::broker::{Broker, BrokerError};
 use crate::ids::UserId;
 
 /// Timeout of one Redis command.
@@ -34,6 +34,17 @@ if redis.call('SET', KEYS[1], 'd', 'NX', 'EX', ARGV[3]) then
 end
 return 0
 ";
+
+/// Why a notification was neither published nor found a duplicate: retry.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PublishError {
+    /// The in-process broker refused the publish.
+    #[error("{0}")]
+    Broker(#[from] BrokerError),
+    /// The broker's Redis is unreachable or failed the script.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
 
 /// The dedupe store, and how a notification is published through it.
 pub(crate) enum Dedupe {
@@ -56,14 +67,12 @@ impl Dedupe {
                 config.window,
             ))));
         };
-        let client =
-            redis::Client::open(url.as_str()).map_err(|e| IngestError::Redis(e.to_string()))?;
+        let client = redis::Client::open(url.as_str())?;
         let manager = ConnectionManagerConfig::new()
             .set_number_of_retries(0)
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
             .set_response_timeout(Some(COMMAND_TIMEOUT));
-        let connection = ConnectionManager::new_lazy_with_config(client, manager)
-            .map_err(|e| IngestError::Redis(e.to_string()))?;
+        let connection = ConnectionManager::new_lazy_with_config(client, manager)?;
         Ok(Self::Redis {
             connection,
             key_prefix: config.key_prefix.clone(),
@@ -89,7 +98,7 @@ impl Dedupe {
         event_id: Uuid,
         user: &UserId,
         payload: &Bytes,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, PublishError> {
         match self {
             Self::Memory(seen) => {
                 if seen
@@ -100,10 +109,7 @@ impl Dedupe {
                 {
                     return Ok(false);
                 }
-                broker
-                    .publish(vec![user.clone()], payload.clone())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                broker.publish(vec![user.clone()], payload.clone()).await?;
                 seen.lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .insert(event_id, ());
@@ -125,8 +131,7 @@ impl Dedupe {
                     .arg(payload.as_ref())
                     .arg(*window_s)
                     .query_async(&mut connection.clone())
-                    .await
-                    .map_err(|e| format!("redis: {e}"))?;
+                    .await?;
                 Ok(published == 1)
             }
         }
@@ -166,16 +171,25 @@ mod tests {
         let dedupe = Dedupe::new(&config(None)).unwrap();
         let (id, user, payload) = (Uuid::new_v4(), UserId::new("u"), Bytes::from("n"));
         assert_eq!(
-            dedupe.publish_once(&broker, id, &user, &payload).await,
+            dedupe
+                .publish_once(&broker, id, &user, &payload)
+                .await
+                .map_err(|e| e.to_string()),
             Ok(true)
         );
         assert_eq!(
-            dedupe.publish_once(&broker, id, &user, &payload).await,
+            dedupe
+                .publish_once(&broker, id, &user, &payload)
+                .await
+                .map_err(|e| e.to_string()),
             Ok(false)
         );
         let other = Uuid::new_v4();
         assert_eq!(
-            dedupe.publish_once(&broker, other, &user, &payload).await,
+            dedupe
+                .publish_once(&broker, other, &user, &payload)
+                .await
+                .map_err(|e| e.to_string()),
             Ok(true)
         );
         assert_eq!(dedupe.kind(), "memory");
@@ -240,12 +254,16 @@ mod tests {
         outcomes.sort();
         assert_eq!(outcomes, [false, true], "exactly one replica published");
         assert_eq!(
-            a.publish_once(&broker, id, &user, &payload).await,
+            a.publish_once(&broker, id, &user, &payload)
+                .await
+                .map_err(|e| e.to_string()),
             Ok(false)
         );
         let later = Uuid::new_v4();
         assert_eq!(
-            b.publish_once(&broker, later, &user, &payload).await,
+            b.publish_once(&broker, later, &user, &payload)
+                .await
+                .map_err(|e| e.to_string()),
             Ok(true)
         );
 

@@ -28,34 +28,59 @@ pub struct Envelope {
     pub raw: Value,
 }
 
+/// What is wrong with a record value; the text goes to the log and the dead letter.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// Not JSON at all.
+    #[error("not a JSON document: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// JSON, but not an object.
+    #[error("not a JSON object")]
+    NotAnObject,
+    /// A required text field is absent.
+    #[error("`{0}` is missing")]
+    Missing(&'static str),
+    /// A required text field is empty or not a string.
+    #[error("`{0}` is not a non-empty string")]
+    NotText(&'static str),
+    /// `event_id` is not a UUID.
+    #[error("`event_id` is not a UUID: {0:?}")]
+    EventId(String),
+    /// `event_timestamp` is not RFC 3339.
+    #[error("`event_timestamp` is not RFC 3339: {0:?}")]
+    Timestamp(String),
+    /// `data` is absent or not an object.
+    #[error("`data` is missing or not an object")]
+    Data,
+    /// `metadata` is present but not an object.
+    #[error("`metadata` is not an object")]
+    Metadata,
+}
+
 impl Envelope {
     /// Parses a record value; the error says what is wrong, for the log and the dead letter.
-    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
-        let raw: Value =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a JSON document: {e}"))?;
-        let object = raw.as_object().ok_or("not a JSON object")?;
-        let text = |name: &str| -> Result<String, String> {
-            match object.get(name) {
-                Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
-                Some(_) => Err(format!("`{name}` is not a non-empty string")),
-                None => Err(format!("`{name}` is missing")),
-            }
+    pub fn parse(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        let raw: Value = serde_json::from_slice(bytes).map_err(EnvelopeError::NotJson)?;
+        let object = raw.as_object().ok_or(EnvelopeError::NotAnObject)?;
+        let text = |name: &'static str| match object.get(name) {
+            Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+            Some(_) => Err(EnvelopeError::NotText(name)),
+            None => Err(EnvelopeError::Missing(name)),
         };
         let event_id = text("event_id")?;
-        let event_id = Uuid::parse_str(&event_id)
-            .map_err(|_| format!("`event_id` is not a UUID: {event_id:?}"))?;
+        let event_id = Uuid::parse_str(&event_id).map_err(|_| EnvelopeError::EventId(event_id))?;
         let event_type = text("event_type")?;
         let timestamp = text("event_timestamp")?;
-        let timestamp = parse_timestamp(&timestamp)
-            .ok_or_else(|| format!("`event_timestamp` is not RFC 3339: {timestamp:?}"))?;
+        let timestamp = parse_timestamp(&timestamp).ok_or(EnvelopeError::Timestamp(timestamp))?;
         let source_service = text("source_service")?;
         let correlation_id = text("correlation_id")?;
         if !object.get("data").is_some_and(Value::is_object) {
-            return Err("`data` is missing or not an object".into());
+            return Err(EnvelopeError::Data);
         }
         let metadata = object.get("metadata");
         if metadata.is_some_and(|m| !m.is_object() && !m.is_null()) {
-            return Err("`metadata` is not an object".into());
+            return Err(EnvelopeError::Metadata);
         }
         let traceparent = metadata
             .and_then(|m| m.get("traceparent"))
@@ -241,11 +266,14 @@ mod tests {
         for (expected, mutate) in cases {
             let mut value = slot_assigned();
             mutate(&mut value);
-            let error = Envelope::parse(value.to_string().as_bytes()).unwrap_err();
+            let error = Envelope::parse(value.to_string().as_bytes())
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(expected), "{expected:?} not in {error:?}");
         }
         assert!(Envelope::parse(b"{not json")
             .unwrap_err()
+            .to_string()
             .starts_with("not a JSON document"));
         assert_eq!(
             correlation_id_of(br#"{"correlation_id":"c-9","data":1}"#).as_deref(),

@@ -25,23 +25,33 @@
 //! record is retried with capped, jittered backoff and nothing is dropped; the ingest's health
 //! (for `/readyz`) is down meanwhile.
 //!
-//! Kafka types stay inside this module (and mostly inside [`consumer`]).
+//! # Layout
+//! - `consumer`: the ingest actor and its consume loop; [`Ingest`], the server's handle.
+//! - `kafka`: the Kafka clients, their callbacks, and the I/O the pipeline acts through.
+//! - `pipeline`: the decisions for one record (behind a small I/O trait, unit-tested).
+//! - `status`: the ingest's health for `/readyz`.
+//! - `route`, [`envelope`], `lookup`, `dedupe`, `cache`, `backoff`, `metrics`: the pieces.
+//!
+//! Kafka types stay inside this module (inside `consumer` and `kafka`).
 
 mod backoff;
 mod cache;
 mod consumer;
 mod dedupe;
 pub mod envelope;
+mod kafka;
 mod lookup;
 mod metrics;
+mod pipeline;
 mod route;
+mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use self::consumer::Ingest;
 pub use self::metrics::IngestMetrics;
-pub use self::route::{parse_template, OwnerSource, Part, RouteConfig, TemplateError};
+pub use self::route::{parse_template, OwnerSource, Part, RouteConfig, RouteError, TemplateError};
 
 /// Everything the ingest needs to run; built by the server from its `[kafka]` settings.
 #[derive(Clone, Debug)]
@@ -123,13 +133,28 @@ pub type TraceHook = Option<Arc<dyn TraceParent>>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IngestError {
-    /// A setting the ingest cannot use (names the setting).
-    #[error("{0}")]
-    Config(String),
-    /// librdkafka refused the client configuration or the subscription.
+    /// A route the ingest cannot use (names the setting).
+    #[error(transparent)]
+    Routes(#[from] RouteError),
+    /// librdkafka refused the consumer configuration.
     #[error("kafka client: {0}")]
-    Kafka(String),
+    Kafka(#[source] rdkafka::error::KafkaError),
+    /// librdkafka refused the subscription.
+    #[error("kafka client: subscribe to {topics:?}: {source}")]
+    Subscribe {
+        /// The routed topics.
+        topics: Vec<String>,
+        /// Why.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// librdkafka refused the dead-letter producer's configuration.
+    #[error("kafka client: dead-letter producer: {0}")]
+    DeadLetterProducer(#[source] rdkafka::error::KafkaError),
     /// A Redis URL that does not parse.
     #[error("redis: {0}")]
-    Redis(String),
+    Redis(#[from] redis::RedisError),
+    /// The owner lookup's HTTP client cannot be built.
+    #[error("owner lookup HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
 }

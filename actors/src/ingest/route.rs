@@ -127,6 +127,49 @@ fn field_name(
     }
 }
 
+/// Why the routes cannot be compiled; names the setting (`kafka.routes[i].…`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouteError {
+    /// `user_pointer` does not start with `/`.
+    #[error("kafka.routes[{route}].user_pointer: not a JSON pointer: {pointer:?}")]
+    NotAPointer {
+        /// Index of the route.
+        route: usize,
+        /// The value.
+        pointer: String,
+    },
+    /// A key template does not parse.
+    #[error("kafka.routes[{route}].{setting}: {source}")]
+    Template {
+        /// Index of the route.
+        route: usize,
+        /// `owner_redis_key` or `owner_http_url`.
+        setting: &'static str,
+        /// What is wrong, and where.
+        source: TemplateError,
+    },
+    /// Two routes for the same topic and event type.
+    #[error(
+        "kafka.routes[{route}].event_type: a route for this topic and event type already exists"
+    )]
+    Duplicate {
+        /// Index of the second route.
+        route: usize,
+    },
+}
+
+/// Why an event's user cannot be found from the event itself.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum MissingOwner {
+    /// The route's JSON pointer finds no user id.
+    #[error("no user id at {pointer}")]
+    NoUserAt { pointer: String },
+    /// A field the key template needs is missing or empty.
+    #[error("data.{field} is missing or empty")]
+    NoField { field: String },
+}
+
 /// What the owner lookup is asked.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum LookupKey {
@@ -143,8 +186,8 @@ pub(crate) enum Owner {
     Known(UserId),
     /// To be looked up.
     Lookup(LookupKey),
-    /// The event lacks what is needed: why.
-    Missing(String),
+    /// The event lacks what is needed.
+    Missing(MissingOwner),
 }
 
 /// A compiled route.
@@ -169,7 +212,9 @@ impl Route {
             CompiledOwner::Pointer(pointer) => {
                 match envelope.raw.pointer(pointer).and_then(user_id) {
                     Some(user) => Owner::Known(user),
-                    None => Owner::Missing(format!("no user id at {pointer}")),
+                    None => Owner::Missing(MissingOwner::NoUserAt {
+                        pointer: pointer.clone(),
+                    }),
                 }
             }
             CompiledOwner::Redis(parts) => match render(parts, envelope, |s| s.to_owned()) {
@@ -197,7 +242,7 @@ fn render(
     parts: &[Part],
     envelope: &Envelope,
     encode: fn(&str) -> String,
-) -> Result<String, String> {
+) -> Result<String, MissingOwner> {
     let data = envelope.data();
     let mut out = String::new();
     for part in parts {
@@ -206,7 +251,11 @@ fn render(
             Part::Field(name) => match data.get(name) {
                 Some(Value::String(s)) if !s.is_empty() => out.push_str(&encode(s)),
                 Some(Value::Number(n)) => out.push_str(&n.to_string()),
-                _ => return Err(format!("data.{name} is missing or empty")),
+                _ => {
+                    return Err(MissingOwner::NoField {
+                        field: name.clone(),
+                    })
+                }
             },
         }
     }
@@ -227,6 +276,26 @@ fn encode_component(text: &str) -> String {
     out
 }
 
+/// Checks route `route`'s owner source and parses its template.
+fn compile_owner(route: usize, owner: &OwnerSource) -> Result<CompiledOwner, RouteError> {
+    let template = |setting, text: &str| {
+        parse_template(text).map_err(|source| RouteError::Template {
+            route,
+            setting,
+            source,
+        })
+    };
+    match owner {
+        OwnerSource::Pointer(p) if p.starts_with('/') => Ok(CompiledOwner::Pointer(p.clone())),
+        OwnerSource::Pointer(p) => Err(RouteError::NotAPointer {
+            route,
+            pointer: p.clone(),
+        }),
+        OwnerSource::RedisKey(t) => Ok(CompiledOwner::Redis(template("owner_redis_key", t)?)),
+        OwnerSource::HttpUrl(t) => Ok(CompiledOwner::Http(template("owner_http_url", t)?)),
+    }
+}
+
 /// The routes by topic.
 #[derive(Debug)]
 pub(crate) struct Routes {
@@ -235,31 +304,13 @@ pub(crate) struct Routes {
 
 impl Routes {
     /// Compiles the routes (templates parsed, pointers checked).
-    pub(crate) fn new(configs: &[RouteConfig]) -> Result<Self, String> {
+    pub(crate) fn new(configs: &[RouteConfig]) -> Result<Self, RouteError> {
         let mut by_topic: HashMap<String, Vec<(Option<String>, Route)>> = HashMap::new();
         for (i, config) in configs.iter().enumerate() {
-            let key = |name: &str| format!("kafka.routes[{i}].{name}");
-            let owner = match &config.owner {
-                OwnerSource::Pointer(p) if p.starts_with('/') => CompiledOwner::Pointer(p.clone()),
-                OwnerSource::Pointer(p) => {
-                    return Err(format!(
-                        "{}: not a JSON pointer: {p:?}",
-                        key("user_pointer")
-                    ))
-                }
-                OwnerSource::RedisKey(t) => CompiledOwner::Redis(
-                    parse_template(t).map_err(|e| format!("{}: {e}", key("owner_redis_key")))?,
-                ),
-                OwnerSource::HttpUrl(t) => CompiledOwner::Http(
-                    parse_template(t).map_err(|e| format!("{}: {e}", key("owner_http_url")))?,
-                ),
-            };
+            let owner = compile_owner(i, &config.owner)?;
             let routes = by_topic.entry(config.topic.clone()).or_default();
             if routes.iter().any(|(t, _)| *t == config.event_type) {
-                return Err(format!(
-                    "{}: a route for this topic and event type already exists",
-                    key("event_type")
-                ));
+                return Err(RouteError::Duplicate { route: i });
             }
             let route = Route {
                 event: config.event.clone(),
@@ -290,107 +341,4 @@ impl Routes {
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn envelope(data: Value, metadata: Value) -> Envelope {
-        let value = json!({
-            "event_id": "0b6f6a1c-3d7e-4a53-9a63-2f1c1d5e8a01",
-            "event_type": "t.v1",
-            "event_timestamp": "2026-03-01T10:00:00Z",
-            "source_service": "s",
-            "correlation_id": "c",
-            "data": data,
-            "metadata": metadata,
-        });
-        Envelope::parse(value.to_string().as_bytes()).unwrap()
-    }
-
-    fn route(event_type: Option<&str>, owner: OwnerSource) -> RouteConfig {
-        RouteConfig {
-            topic: "topic".into(),
-            event_type: event_type.map(String::from),
-            event: "e".into(),
-            fields: vec![],
-            owner,
-        }
-    }
-
-    #[test]
-    fn templates_parse_fields_literals_and_escapes() {
-        assert_eq!(
-            parse_template("batch_owner:{batch_id}").unwrap(),
-            [
-                Part::Literal("batch_owner:".into()),
-                Part::Field("batch_id".into())
-            ]
-        );
-        assert_eq!(
-            parse_template("{{x}}{a}{b}").unwrap(),
-            [
-                Part::Literal("{x}".into()),
-                Part::Field("a".into()),
-                Part::Field("b".into())
-            ]
-        );
-        for bad in ["{", "a}", "{}", "{a b}"] {
-            assert!(parse_template(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn owners_come_from_pointers_and_templates() {
-        let event = envelope(
-            json!({"batch_id": "b 1/2", "n": 7}),
-            json!({"user_id": "u-1"}),
-        );
-        let routes = Routes::new(&[
-            route(
-                Some("t.v1"),
-                OwnerSource::Pointer("/metadata/user_id".into()),
-            ),
-            route(None, OwnerSource::RedisKey("owner:{batch_id}:{n}".into())),
-        ])
-        .unwrap();
-        let by_type = routes.find("topic", "t.v1").unwrap();
-        assert_eq!(by_type.owner(&event), Owner::Known(UserId::new("u-1")));
-        let catch_all = routes.find("topic", "other.v1").unwrap();
-        assert_eq!(
-            catch_all.owner(&event),
-            Owner::Lookup(LookupKey::Redis("owner:b 1/2:7".into()))
-        );
-        assert!(routes.find("elsewhere", "t.v1").is_none());
-
-        let http = Routes::new(&[route(
-            None,
-            OwnerSource::HttpUrl("http://h/b/{batch_id}".into()),
-        )])
-        .unwrap();
-        assert_eq!(
-            http.find("topic", "x").unwrap().owner(&event),
-            Owner::Lookup(LookupKey::Http("http://h/b/b%201%2F2".into()))
-        );
-        let missing = envelope(json!({}), json!({}));
-        assert!(matches!(
-            http.find("topic", "x").unwrap().owner(&missing),
-            Owner::Missing(_)
-        ));
-        assert!(matches!(by_type.owner(&missing), Owner::Missing(_)));
-    }
-
-    #[test]
-    fn only_one_route_per_topic_and_type() {
-        let pointer = OwnerSource::Pointer("/u".into());
-        assert!(
-            Routes::new(&[route(None, pointer.clone()), route(None, pointer.clone())]).is_err()
-        );
-        assert!(Routes::new(&[route(None, OwnerSource::Pointer("u".into()))]).is_err());
-        let routes =
-            Routes::new(&[route(Some("a"), pointer.clone()), route(None, pointer)]).unwrap();
-        assert_eq!(routes.topics(), ["topic"]);
-        let strict = Routes::new(&[route(Some("a"), OwnerSource::Pointer("/u".into()))]).unwrap();
-        assert!(strict.find("topic", "b").is_none(), "unknown event type");
-    }
-}
+mod tests;
