@@ -1,14 +1,16 @@
 //! The `Session` actor: one WebSocket. It owns the socket itself (the TCP stream, taken out of
 //! the HTTP layer at the upgrade), its deadlines (heartbeat, idle, token expiry), its bounded
-//! outbox and the close contract. It knows nothing of brokers: it joins its user's hub through
-//! the directory and receives [`Deliver`] messages from it.
+//! outbox and the close contract. It knows nothing of hubs, the directory or brokers: it joins
+//! its user's hub through the [`HubLink`] the HTTP layer gives it and receives [`Deliver`]
+//! messages from the hub; every message it accepts is in [`messages`].
 //!
 //! A session runs on the arbiter of its user's hub (the socket is moved there after the
 //! upgrade), so a message goes from hub to session without crossing threads, and is written to
-//! the socket at once, with no task or channel in between; when the kernel's send buffer is full, frames wait in the
-//! [`Outbox`] and go out together once the socket is writable. An outbox that reaches
-//! `send_queue_max` frames means the client does not read: the session drops them and closes
-//! with 4009, so one stuck client never holds memory or slows anyone else.
+//! the socket at once, with no task or channel in between; when the kernel's send buffer is
+//! full, frames wait in the [`Outbox`] and go out together once the socket is writable. An
+//! outbox that reaches `send_queue_max` frames means the client does not read: the session
+//! drops them and closes with 4009, so one stuck client never holds memory or slows anyone
+//! else.
 //!
 //! Every message the hub hands to a session is counted exactly once: as forwarded when the
 //! kernel has taken its whole frame, or as dropped, `slow_consumer` when the socket was closed
@@ -25,16 +27,16 @@ use tokio::net::TcpStream;
 
 use crate::client_frames::{ClientFrame, ClientFrames, ReadError};
 use crate::close::{CloseCode, CloseReason};
-use crate::directory::Directory;
-use crate::hub::{Deliver, JoinRefusal, SessionControl, SessionLink};
 use crate::ids::{ConnId, UserId};
 use crate::limiter::ConnectionPermit;
 use crate::metrics::RelayMetrics;
 use crate::wire::{Flushed, OutFrame, Outbox, Written};
 
 mod handoff;
+pub mod messages;
 
 pub use handoff::{SpawnError, Upgraded};
+pub use messages::{Deliver, HubLink, JoinHub, JoinRefusal, LeaveHub, SessionControl, SessionLink};
 
 /// How long a closing session may take to flush its outbox and close frame to a slow client.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
@@ -78,8 +80,8 @@ pub struct SessionParams {
     pub permit: ConnectionPermit,
     /// Shared limits.
     pub config: Arc<SessionConfig>,
-    /// Where the user's hub is found.
-    pub directory: Directory,
+    /// How to reach the user's hub (from `Directory::hub_link`).
+    pub hub: HubLink,
     /// Shared metrics.
     pub metrics: RelayMetrics,
 }
@@ -187,9 +189,10 @@ impl Session {
             return;
         }
         self.left = true;
-        self.params
-            .directory
-            .leave(self.params.user.clone(), self.params.conn);
+        self.params.hub.leave.do_send(LeaveHub {
+            user: self.params.user.clone(),
+            conn: self.params.conn,
+        });
         // After the leave is sent: a session of the same user admitted on this seat joins the
         // hub after it.
         self.params.permit.release_user_seat();
@@ -419,9 +422,11 @@ impl Actor for Session {
             deliver: address.clone().recipient(),
             control: address.recipient(),
         };
-        self.params
-            .directory
-            .connect(self.params.user.clone(), self.params.conn, link);
+        self.params.hub.join.do_send(JoinHub {
+            user: self.params.user.clone(),
+            conn: self.params.conn,
+            link,
+        });
         self.schedule_heartbeat(ctx);
         self.schedule_idle_check(ctx, self.params.config.idle_timeout);
         self.schedule_expiry(ctx);
