@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 pub use self::memory::MemoryPublisher;
 pub use self::redis::{RedisConfig, RedisPublisher, RedisStart, RedisSubscriber};
-pub use self::route::{Interest, RouteSink, RouteUser};
+pub use self::route::{channel_name, Interest, RouteSink, RouteUser};
 use crate::ids::UserId;
 use crate::metrics::RelayMetrics;
 

@@ -19,7 +19,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, watch};
 
-use super::{Broker, BrokerError, BrokerHealth, Interest, Publish, RouteSink, RouteUser};
+use super::{
+    channel_name, Broker, BrokerError, BrokerHealth, Interest, Publish, RouteSink, RouteUser,
+};
 use crate::ids::UserId;
 use crate::metrics::RelayMetrics;
 use crate::payload::Payload;
@@ -308,7 +310,7 @@ impl RedisSubscriber {
     fn channels(&self, users: &[UserId]) -> Vec<Vec<u8>> {
         users
             .iter()
-            .map(|user| [self.prefix.as_bytes(), user.as_str().as_bytes()].concat())
+            .map(|user| channel_name(&self.prefix, user))
             .collect()
     }
 }
@@ -389,10 +391,9 @@ impl Publish for RedisPublisher {
     ) -> BoxFuture<'static, Result<(), BrokerError>> {
         let mut pipeline = redis::pipe();
         for user in &users {
-            let channel = [self.prefix.as_bytes(), user.as_str().as_bytes()].concat();
             pipeline
                 .cmd("PUBLISH")
-                .arg(channel)
+                .arg(channel_name(&self.prefix, user))
                 .arg(payload.as_ref())
                 .ignore();
         }

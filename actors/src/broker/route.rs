@@ -34,6 +34,12 @@ pub enum RouteUser {
     },
 }
 
+/// The broker channel of `user`: the channel prefix then the user id (`ws:alice`). The one
+/// place that names a channel; [`RouteUser::from_channel`] reads it back.
+pub fn channel_name(prefix: &str, user: &UserId) -> Vec<u8> {
+    [prefix.as_bytes(), user.as_str().as_bytes()].concat()
+}
+
 impl RouteUser {
     /// The user of a channel named `prefix` + user id, or `None` for any other channel (or a
     /// name that is not UTF-8).
@@ -62,4 +68,19 @@ impl RouteUser {
 pub trait RouteSink: Send + Sync {
     /// Hands each message to its user's hub, in order per user.
     fn route_all(&self, routes: Vec<(RouteUser, Payload)>);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_name_reads_back_as_its_user() {
+        let user = UserId::new("alice:*");
+        let channel = channel_name("ws:", &user);
+        assert_eq!(channel, b"ws:alice:*");
+        let route = RouteUser::from_channel(channel, "ws:").expect("our channel");
+        assert_eq!(route.as_str(), "alice:*");
+        assert!(RouteUser::from_channel(b"other:alice".to_vec(), "ws:").is_none());
+    }
 }
