@@ -263,3 +263,83 @@ impl Handler<Retire> for UserHub {
         ctx.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// Forwards what a hub sends (to a session, or to its shard) into a channel.
+    struct Probe(mpsc::UnboundedSender<String>);
+
+    impl Actor for Probe {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<SessionControl> for Probe {
+        type Result = ();
+        fn handle(&mut self, control: SessionControl, _: &mut Context<Self>) {
+            let _ = self.0.send(format!("{control:?}"));
+        }
+    }
+
+    impl Handler<Deliver> for Probe {
+        type Result = ();
+        fn handle(&mut self, _: Deliver, _: &mut Context<Self>) {}
+    }
+
+    impl Handler<HubIdle> for Probe {
+        type Result = ();
+        fn handle(&mut self, idle: HubIdle, _: &mut Context<Self>) {
+            let _ = self
+                .0
+                .send(format!("idle {} after {}", idle.user, idle.joins_seen));
+        }
+    }
+
+    /// Closes every session after the same delay.
+    #[derive(Debug)]
+    struct Fixed(Duration);
+
+    impl ClosePacing for Fixed {
+        fn close_delay(&self) -> Duration {
+            self.0
+        }
+    }
+
+    async fn next(rx: &mut mpsc::UnboundedReceiver<String>) -> String {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("nothing received before the deadline")
+            .expect("channel closed")
+    }
+
+    /// A hub reports to its shard through the recipient it was given, and a drain closes each
+    /// session after the delay the pacing chooses.
+    #[actix_rt::test]
+    async fn hub_reports_idle_to_its_shard_and_applies_the_drain_pacing() {
+        let (shard_tx, mut shard_rx) = mpsc::unbounded_channel();
+        let shard = Probe(shard_tx).start();
+        let settings = HubSettings {
+            max_sessions_per_user: 1,
+            tracer: None,
+        };
+        let metrics = RelayMetrics::unregistered();
+        let hub = UserHub::new(UserId::new("u"), settings, shard.recipient(), metrics).start();
+        let (session_tx, mut session_rx) = mpsc::unbounded_channel();
+        let session = Probe(session_tx).start();
+        let conn = ConnId::next();
+        let link = SessionLink {
+            deliver: session.clone().recipient(),
+            control: session.recipient(),
+        };
+        hub.do_send(Join { conn, link });
+        assert_eq!(next(&mut session_rx).await, "Joined");
+        let pacing = Arc::new(Fixed(Duration::from_millis(7)));
+        hub.do_send(DrainHub { pacing });
+        assert_eq!(next(&mut session_rx).await, "Drain { after: 7ms }");
+        hub.do_send(Leave { conn });
+        assert_eq!(next(&mut shard_rx).await, "idle u after 1");
+    }
+}
