@@ -17,6 +17,10 @@
 //! 4009 (the message that overflowed the outbox, those queued behind it, those arriving after),
 //! `closed` when it closed or was lost for any other reason. Pings, pongs and close frames are
 //! not messages and are never counted.
+//!
+//! Beside this file: [`messages`] (what a session accepts and sends), `deadlines` (the
+//! heartbeat, idle and token-expiry timers) and `handoff` (how an upgraded socket reaches its
+//! session's arbiter).
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -32,6 +36,7 @@ use crate::limiter::ConnectionPermit;
 use crate::metrics::RelayMetrics;
 use crate::wire::{Flushed, OutFrame, Outbox, Written};
 
+mod deadlines;
 mod handoff;
 pub mod messages;
 
@@ -43,9 +48,6 @@ const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 /// How long the socket stays open after the close frame, for the client's close and FIN; then
 /// the server drops the connection.
 const CLOSE_LINGER: Duration = Duration::from_millis(200);
-/// A token expiring further away than this arms no expiry timer: no socket lives that long, and
-/// timer arithmetic stays far from overflow.
-const FAR_FUTURE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Per-session limits, shared by every session of the node.
 #[derive(Clone, Debug)]
@@ -307,57 +309,6 @@ impl Session {
         self.flush(ctx);
     }
 
-    fn schedule_heartbeat(&self, ctx: &mut Context<Self>) {
-        let interval = self.params.config.heartbeat_interval;
-        ctx.run_interval(interval, |session, ctx| session.send_ping(ctx));
-    }
-
-    fn send_ping(&mut self, ctx: &mut Context<Self>) {
-        if self.ping_sent_at.is_none() {
-            let sent_at = Instant::now();
-            self.ping_sent_at = Some(sent_at);
-            let timeout = self.params.config.heartbeat_timeout;
-            ctx.run_later(timeout, move |session, ctx| {
-                if session.ping_sent_at == Some(sent_at) {
-                    session.close(ctx, CloseCode::Timeout, "heartbeat lost");
-                }
-            });
-        }
-        self.enqueue(ctx, OutFrame::ping());
-    }
-
-    fn schedule_idle_check(&self, ctx: &mut Context<Self>, after: Duration) {
-        ctx.run_later(after, |session, ctx| {
-            let idle = session.params.config.idle_timeout;
-            let quiet = session.last_heard.elapsed();
-            if quiet >= idle {
-                session.close(ctx, CloseCode::Timeout, "idle timeout");
-            } else {
-                session.schedule_idle_check(ctx, idle - quiet);
-            }
-        });
-    }
-
-    /// Arms the 4001 close for when the token expires, unless that is [`FAR_FUTURE`] or more
-    /// away (or never).
-    fn schedule_expiry(&self, ctx: &mut Context<Self>) {
-        if !self.params.config.close_on_expiry {
-            return;
-        }
-        let Some(expires_at) = self.params.expires_at else {
-            return;
-        };
-        let left = expires_at
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
-        if left >= FAR_FUTURE {
-            return;
-        }
-        ctx.run_later(left, |session, ctx| {
-            session.close(ctx, CloseCode::TokenExpired, "token expired");
-        });
-    }
-
     fn on_refused(&mut self, ctx: &mut Context<Self>, refusal: JoinRefusal) {
         let metrics = &self.params.metrics;
         match refusal {
@@ -427,9 +378,7 @@ impl Actor for Session {
             conn: self.params.conn,
             link,
         });
-        self.schedule_heartbeat(ctx);
-        self.schedule_idle_check(ctx, self.params.config.idle_timeout);
-        self.schedule_expiry(ctx);
+        self.arm_deadlines(ctx);
         self.flush(ctx);
     }
 
