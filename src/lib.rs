@@ -44,11 +44,12 @@ use actix_web::{web, App};
 use anyhow::Context as _;
 use tokio::sync::oneshot;
 use tracing_actix_web::TracingLogger;
-use ws_actors::broker::RedisConfig;
-use ws_actors::directory::HubSettings;
 use ws_actors::drain::{DrainOutcome, ShutdownSignal};
 use ws_actors::trace::ForwardTracer;
-use ws_actors::{Broker, ConnectionLimiter, DrainCoordinator, DrainState, SessionConfig};
+use ws_actors::{
+    Broker, ConnectionLimiter, Directory, DrainCoordinator, DrainState, HubSettings, RedisConfig,
+    SessionConfig,
+};
 
 use crate::config::Settings;
 use crate::http_spans::RedactingRootSpan;
@@ -89,26 +90,30 @@ fn session_config(settings: &Settings) -> SessionConfig {
     }
 }
 
+/// Starts the directory (one shard per arbiter) and the broker that feeds it.
 fn start_broker(
     settings: &Settings,
     shards: &[Arbiter],
     metrics: &Metrics,
     tracer: Option<Arc<dyn ForwardTracer>>,
-) -> anyhow::Result<Broker> {
+) -> anyhow::Result<(Broker, Directory)> {
     let handles: Vec<_> = shards.iter().map(Arbiter::handle).collect();
     let hubs = HubSettings {
         max_sessions_per_user: settings.limits.max_connections_per_user,
         tracer,
     };
+    let relay = &metrics.relay;
     if settings.redis.url.is_empty() {
-        return Ok(Broker::start_memory(&handles, hubs, metrics.relay.clone()));
+        let directory = Directory::start(&handles, hubs, None, relay.clone());
+        return Ok((Broker::memory(directory.clone(), relay), directory));
     }
     let config = RedisConfig {
         url: settings.redis.url.clone(),
         channel_prefix: settings.redis.channel_prefix.clone(),
     };
-    Broker::start_redis(config, &handles, hubs, metrics.relay.clone())
-        .context("invalid setting redis.url")
+    let redis = Broker::redis(config).context("invalid setting redis.url")?;
+    let directory = Directory::start(&handles, hubs, Some(redis.interest()), relay.clone());
+    Ok((redis.start(directory.clone(), relay), directory))
 }
 
 /// The Kafka ingest (`[kafka]`): started after the broker when `kafka.brokers` is set.
@@ -191,7 +196,7 @@ pub async fn run(
     let shards: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
     #[cfg(feature = "kafka")]
     let exporting = tracer.is_some();
-    let broker = start_broker(&settings, &shards, &metrics, tracer)?;
+    let (broker, directory) = start_broker(&settings, &shards, &metrics, tracer)?;
     #[cfg(feature = "kafka")]
     let ingest = kafka::start(&settings, &broker, &metrics, exporting)?;
     #[cfg(feature = "kafka")]
@@ -206,7 +211,7 @@ pub async fn run(
     let (done_tx, done_rx) = oneshot::channel();
     let coordinator = DrainCoordinator::new(
         drain.clone(),
-        broker.directory().clone(),
+        directory.clone(),
         limiter.clone(),
         Duration::from_secs(settings.shutdown.drain_timeout_s),
         done_tx,
@@ -217,6 +222,7 @@ pub async fn run(
     let state = web::Data::new(AppState {
         validator: settings.auth.token_validator()?,
         broker,
+        directory,
         limiter,
         drain,
         metrics: metrics.clone(),

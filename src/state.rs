@@ -1,9 +1,9 @@
-//! What every HTTP handler shares: the token validator, the broker handle, the connection
-//! limiter, the drain flag, the metrics and the per-socket limits.
+//! What every HTTP handler shares: the token validator, the broker handle, the directory, the
+//! connection limiter, the drain flag, the metrics and the per-socket limits.
 
 use std::sync::Arc;
 
-use ws_actors::{Broker, ConnectionLimiter, DrainState, SessionConfig};
+use ws_actors::{Broker, ConnectionLimiter, Directory, DrainState, SessionConfig};
 
 use crate::auth::TokenValidator;
 use crate::metrics::Metrics;
@@ -14,6 +14,8 @@ pub struct AppState {
     pub validator: TokenValidator,
     /// Publishes and feeds the hubs.
     pub broker: Broker,
+    /// Finds the hub of each new session's user.
+    pub directory: Directory,
     /// The global connection cap.
     pub limiter: ConnectionLimiter,
     /// Set once the drain begins.

@@ -1,6 +1,7 @@
 //! The `UserHub` actor: one per user with at least one open session on this node. It admits or
 //! refuses sessions, fans every message out to the user's sessions, and tells its directory
-//! shard when it has become empty so the shard can retire it.
+//! shard (through a [`Recipient`] of [`HubIdle`]) when it has become empty so the shard can
+//! retire it. It reaches its sessions through their [`SessionLink`]s, never by their type.
 //!
 //! The per-user quota is decided at the upgrade, by the node's
 //! [`ConnectionLimiter`](crate::limiter::ConnectionLimiter), before a session exists (so a
@@ -9,56 +10,25 @@
 //! the quota and never refuses a session the limiter admitted.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
-use rand::Rng;
 
-use crate::directory::{DirectoryShard, HubIdle, HubSettings};
 use crate::ids::{ConnId, UserId};
 use crate::metrics::RelayMetrics;
 use crate::payload::Payload;
-use crate::trace::{find_timestamp, find_traceparent};
+use crate::session::{Deliver, JoinRefusal, SessionControl, SessionLink};
+use crate::trace::{find_timestamp, find_traceparent, ForwardTracer};
 
-/// A message for one session's socket. Sent on the hot path: carries a shared payload handle.
-#[derive(Message, Clone, Debug)]
-#[rtype(result = "()")]
-pub struct Deliver {
-    /// The bytes to send, shared with every other session of the user.
-    pub payload: Payload,
-}
-
-/// Why a hub did not admit a session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum JoinRefusal {
-    /// The user already has `max_connections_per_user` sessions on this node.
-    UserQuota,
-    /// The node is draining and takes no new sessions.
-    Draining,
-}
-
-/// What a hub (or shard) tells a session about its membership and its end.
-#[derive(Message, Clone, Debug)]
-#[rtype(result = "()")]
-pub enum SessionControl {
-    /// Admitted: deliveries follow.
-    Joined,
-    /// Not admitted: the session closes with the matching code.
-    Refused(JoinRefusal),
-    /// The node is draining: close with 1012 after this delay.
-    Drain {
-        /// When to close, counted from receipt, so that closes are spread over the window.
-        after: Duration,
-    },
-}
-
-/// The two ways a hub reaches one session.
-#[derive(Clone, Debug)]
-pub struct SessionLink {
-    /// Hot path: messages to send.
-    pub deliver: Recipient<Deliver>,
-    /// Membership and drain.
-    pub control: Recipient<SessionControl>,
+/// Settings every hub of a shard shares.
+#[derive(Clone, Default)]
+pub struct HubSettings {
+    /// The per-user quota.
+    pub max_sessions_per_user: usize,
+    /// Makes forward spans; `None` when trace export is off.
+    pub tracer: Option<Arc<dyn ForwardTracer>>,
 }
 
 /// Asks a hub to admit a session. Forwarded by the directory shard.
@@ -92,37 +62,51 @@ pub struct Fanout {
 #[rtype(result = "()")]
 pub struct Retire;
 
-/// Closes every session of the hub with 1012, at random times within `window`.
-#[derive(Message, Clone, Copy, Debug)]
-#[rtype(result = "()")]
-pub struct DrainHub {
-    /// The span over which the closes are spread.
-    pub window: Duration,
+/// When each session of a draining hub closes, counted from now. Chosen by the drain
+/// coordinator, which spreads the closes of the whole node over its window.
+pub trait ClosePacing: Send + Sync + fmt::Debug {
+    /// The delay before the next session's 1012 close.
+    fn close_delay(&self) -> Duration;
 }
 
-/// How many sessions the hub holds (for tests and stats).
+/// Closes every session of the hub with 1012, each after a delay `pacing` chooses.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct DrainHub {
+    /// The delay of each close.
+    pub pacing: Arc<dyn ClosePacing>,
+}
+
+/// A hub reports to its shard that it has no session left after `joins_seen` joins.
 #[derive(Message, Debug)]
-#[rtype(result = "usize")]
-pub struct SessionCount;
+#[rtype(result = "()")]
+pub struct HubIdle {
+    /// The hub's user.
+    pub user: UserId,
+    /// Joins the hub has handled; if the shard forwarded more, one is in flight.
+    pub joins_seen: u64,
+}
 
 /// One user's sessions on this node.
 pub struct UserHub {
     user: UserId,
     sessions: HashMap<ConnId, SessionLink>,
     settings: HubSettings,
-    shard: Addr<DirectoryShard>,
+    /// The shard that holds this hub, told when the hub empties.
+    shard: Recipient<HubIdle>,
     metrics: RelayMetrics,
     /// Joins handled so far; the shard compares it with the joins it forwarded.
     joins_seen: u64,
-    drain_window: Option<Duration>,
+    draining: bool,
 }
 
 impl UserHub {
-    /// A hub for `user` with the shard's settings (quota, tracer).
+    /// A hub for `user` with the shard's settings (quota, tracer), reporting to `shard` when
+    /// it empties.
     pub fn new(
         user: UserId,
         settings: HubSettings,
-        shard: Addr<DirectoryShard>,
+        shard: Recipient<HubIdle>,
         metrics: RelayMetrics,
     ) -> Self {
         Self {
@@ -132,7 +116,7 @@ impl UserHub {
             shard,
             metrics,
             joins_seen: 0,
-            drain_window: None,
+            draining: false,
         }
     }
 
@@ -146,7 +130,7 @@ impl UserHub {
     }
 
     fn admit(&mut self, join: Join) {
-        if self.drain_window.is_some() {
+        if self.draining {
             join.link
                 .control
                 .do_send(SessionControl::Refused(JoinRefusal::Draining));
@@ -264,22 +248,12 @@ impl Handler<DrainHub> for UserHub {
     type Result = ();
 
     fn handle(&mut self, drain: DrainHub, _: &mut Context<Self>) {
-        self.drain_window = Some(drain.window);
-        let mut rng = rand::rng();
+        self.draining = true;
         for link in self.sessions.values() {
-            let after = spread_delay(&mut rng, drain.window);
+            let after = drain.pacing.close_delay();
             link.control.do_send(SessionControl::Drain { after });
         }
     }
-}
-
-/// A uniformly random point in `window`, so that a node's closes are spread evenly over it.
-fn spread_delay(rng: &mut impl Rng, window: Duration) -> Duration {
-    let millis = window.as_millis().min(u128::from(u64::MAX)) as u64;
-    if millis == 0 {
-        return Duration::ZERO;
-    }
-    Duration::from_millis(rng.random_range(0..millis))
 }
 
 impl Handler<Retire> for UserHub {
@@ -290,10 +264,82 @@ impl Handler<Retire> for UserHub {
     }
 }
 
-impl Handler<SessionCount> for UserHub {
-    type Result = usize;
+#[cfg(test)]
+mod tests {
+    use tokio::sync::mpsc;
 
-    fn handle(&mut self, _: SessionCount, _: &mut Context<Self>) -> usize {
-        self.sessions.len()
+    use super::*;
+
+    /// Forwards what a hub sends (to a session, or to its shard) into a channel.
+    struct Probe(mpsc::UnboundedSender<String>);
+
+    impl Actor for Probe {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<SessionControl> for Probe {
+        type Result = ();
+        fn handle(&mut self, control: SessionControl, _: &mut Context<Self>) {
+            let _ = self.0.send(format!("{control:?}"));
+        }
+    }
+
+    impl Handler<Deliver> for Probe {
+        type Result = ();
+        fn handle(&mut self, _: Deliver, _: &mut Context<Self>) {}
+    }
+
+    impl Handler<HubIdle> for Probe {
+        type Result = ();
+        fn handle(&mut self, idle: HubIdle, _: &mut Context<Self>) {
+            let _ = self
+                .0
+                .send(format!("idle {} after {}", idle.user, idle.joins_seen));
+        }
+    }
+
+    /// Closes every session after the same delay.
+    #[derive(Debug)]
+    struct Fixed(Duration);
+
+    impl ClosePacing for Fixed {
+        fn close_delay(&self) -> Duration {
+            self.0
+        }
+    }
+
+    async fn next(rx: &mut mpsc::UnboundedReceiver<String>) -> String {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("nothing received before the deadline")
+            .expect("channel closed")
+    }
+
+    /// A hub reports to its shard through the recipient it was given, and a drain closes each
+    /// session after the delay the pacing chooses.
+    #[actix_rt::test]
+    async fn hub_reports_idle_to_its_shard_and_applies_the_drain_pacing() {
+        let (shard_tx, mut shard_rx) = mpsc::unbounded_channel();
+        let shard = Probe(shard_tx).start();
+        let settings = HubSettings {
+            max_sessions_per_user: 1,
+            tracer: None,
+        };
+        let metrics = RelayMetrics::unregistered();
+        let hub = UserHub::new(UserId::new("u"), settings, shard.recipient(), metrics).start();
+        let (session_tx, mut session_rx) = mpsc::unbounded_channel();
+        let session = Probe(session_tx).start();
+        let conn = ConnId::next();
+        let link = SessionLink {
+            deliver: session.clone().recipient(),
+            control: session.recipient(),
+        };
+        hub.do_send(Join { conn, link });
+        assert_eq!(next(&mut session_rx).await, "Joined");
+        let pacing = Arc::new(Fixed(Duration::from_millis(7)));
+        hub.do_send(DrainHub { pacing });
+        assert_eq!(next(&mut session_rx).await, "Drain { after: 7ms }");
+        hub.do_send(Leave { conn });
+        assert_eq!(next(&mut shard_rx).await, "idle u after 1");
     }
 }

@@ -6,11 +6,20 @@
 //! - [`close`] — close codes, error codes and the bounded JSON close reason.
 //! - [`payload`] — a published message, shared by every socket it fans out to.
 //! - [`limiter`] — admission: the per-user quota and the global cap, as permits held by sessions.
-//! - [`session`] — the `Session` actor, one per WebSocket: deadlines, bounded outbound queue.
+//! - [`session`] — the `Session` actor, one per WebSocket: deadlines, bounded outbound queue;
+//!   `session::messages` holds every message a session accepts and sends.
 //! - [`hub`] — the `UserHub` actor, one per connected user: admission, quota, fan-out.
 //! - [`directory`] — sharded `DirectoryShard` actors that find or create hubs.
-//! - [`broker`] — the in-process and Redis brokers behind one handle.
-//! - [`drain`] — the `DrainCoordinator` actor: readiness and graceful drain.
+//! - [`broker`] — the in-process and Redis brokers behind one handle, and what they exchange
+//!   with the directory (`RouteUser`, `Interest`, `RouteSink`).
+//! - [`drain`] — the `DrainCoordinator` actor: readiness and graceful drain, and its pacing.
+//!
+//! # Dependency direction
+//! `drain` → `directory` → `hub` → `session`; the directory also uses `broker`, which names
+//! none of them. Each actor reaches the one below through messages it defines or a
+//! `Recipient`; no module depends on one above it. The server starts the directory with the
+//! broker's interest recipient, then hands the directory to the broker
+//! (`Broker::memory`, `Broker::redis(..)?.start`).
 //! - [`metrics`] — the Prometheus metrics the actors update.
 //! - [`trace`] — the forward-span hook and payload scans for `traceparent` and `ts`.
 //! - [`wire`] — the server's WebSocket frames on a session's own TCP stream (the outbox).
@@ -37,12 +46,13 @@ pub mod trace;
 pub mod utf8;
 pub mod wire;
 
-pub use broker::{Broker, BrokerError, BrokerHealth};
+pub use broker::{Broker, BrokerError, BrokerHealth, RedisConfig};
 pub use close::{CloseCode, CloseReason, ErrorCode};
 pub use directory::Directory;
-pub use drain::{DrainCoordinator, DrainState};
+pub use drain::{DrainCoordinator, DrainState, SpreadCloses};
+pub use hub::HubSettings;
 pub use ids::{ConnId, UserId};
 pub use limiter::{AdmissionRefusal, ConnectionLimiter, ConnectionPermit, LingerSlot};
 pub use metrics::RelayMetrics;
 pub use payload::Payload;
-pub use session::{Session, SessionConfig, SessionParams, SpawnError, Upgraded};
+pub use session::{HubLink, Session, SessionConfig, SessionParams, SpawnError, Upgraded};

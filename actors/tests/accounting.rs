@@ -10,8 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use ws_actors::directory::{HubSettings, RouteUser, ROUTE_QUEUE_MAX};
-use ws_actors::hub::{Deliver, SessionControl, SessionLink};
+use ws_actors::broker::RouteUser;
+use ws_actors::directory::ROUTE_QUEUE_MAX;
+use ws_actors::hub::HubSettings;
+use ws_actors::session::{Deliver, SessionControl, SessionLink};
 use ws_actors::{
     ConnId, ConnectionLimiter, Directory, Payload, RelayMetrics, Session, SessionConfig,
     SessionParams, Upgraded, UserId,
@@ -89,7 +91,7 @@ fn spawn_session(
             .try_admit(&UserId::new(user))
             .expect("a fresh limiter has room"),
         config: Arc::new(config),
-        directory: directory.clone(),
+        hub: directory.hub_link(&UserId::new(user)),
         metrics: metrics.clone(),
     };
     let upgraded = Upgraded {

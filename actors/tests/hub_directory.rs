@@ -2,15 +2,17 @@
 //! quota, subscribe on the first session and unsubscribe after the last, fan-out, retirement of
 //! empty hubs and refusal while draining. A probe actor stands in for sessions and the broker.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-use ws_actors::directory::{HubSettings, Interest};
-use ws_actors::hub::{Deliver, JoinRefusal, SessionControl, SessionLink};
-use ws_actors::{ConnId, Directory, Payload, RelayMetrics, UserId};
+use ws_actors::broker::Interest;
+use ws_actors::hub::HubSettings;
+use ws_actors::session::{Deliver, JoinRefusal, SessionControl, SessionLink};
+use ws_actors::{ConnId, Directory, Payload, RelayMetrics, SpreadCloses, UserId};
 
 const DEADLINE: Duration = Duration::from_secs(5);
 
@@ -231,7 +233,8 @@ async fn drain_closes_sessions_and_refuses_new_ones() {
     let f = fixture(10);
     let mut a = join(&f.directory, "alice");
     assert_eq!(next(&mut a.rx).await, Seen::Joined);
-    f.directory.drain(Duration::from_millis(10));
+    f.directory
+        .drain(Arc::new(SpreadCloses::over(Duration::from_millis(10))));
     assert_eq!(next(&mut a.rx).await, Seen::Drain);
     let mut late = join(&f.directory, "bob");
     assert_eq!(

@@ -273,6 +273,7 @@ fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer 
         correlation_id = cid.as_str(),
         "session accepted"
     );
+    let hub = state.directory.hub_link(&user);
     let params = SessionParams {
         user,
         conn,
@@ -280,7 +281,7 @@ fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer 
         expires_at: expiry_time(verified.expires_at),
         permit,
         config: state.session_config.clone(),
-        directory: state.broker.directory().clone(),
+        hub,
         metrics: state.metrics.relay.clone(),
     };
     Answer::Accept {

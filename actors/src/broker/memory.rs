@@ -4,20 +4,21 @@
 use bytes::Bytes;
 use futures_util::future::{self, BoxFuture};
 
-use super::{BrokerError, Publish};
-use crate::directory::{Directory, RouteUser};
+use super::{BrokerError, Publish, RouteSink, RouteUser};
 use crate::ids::UserId;
 use crate::payload::Payload;
 
 /// Publishes into this node's directory.
 pub struct MemoryPublisher {
-    directory: Directory,
+    directory: Box<dyn RouteSink>,
 }
 
 impl MemoryPublisher {
     /// A publisher feeding `directory`.
-    pub fn new(directory: Directory) -> Self {
-        Self { directory }
+    pub fn new(directory: impl RouteSink + 'static) -> Self {
+        Self {
+            directory: Box::new(directory),
+        }
     }
 }
 
@@ -30,7 +31,8 @@ impl Publish for MemoryPublisher {
         let payload = Payload::from_bytes(payload);
         let routes = users
             .into_iter()
-            .map(|user| (RouteUser::Id(user), payload.clone()));
+            .map(|user| (RouteUser::Id(user), payload.clone()))
+            .collect();
         self.directory.route_all(routes);
         Box::pin(future::ready(Ok(())))
     }

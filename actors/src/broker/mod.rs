@@ -1,21 +1,22 @@
 //! The broker abstraction: where messages for users come from and where the publish API sends
 //! them. The same directory and hubs are fed either by the in-process broker (a single node,
 //! zero setup) or by Redis pub/sub (any number of replicas). A [`Broker`] is the handle the
-//! server holds: a publisher, the broker's health, and the directory it feeds.
+//! server holds: a publisher and the broker's health. The broker knows the directory it feeds
+//! only as a [`RouteSink`]; the server starts the directory and hands it over.
 
 mod memory;
 mod redis;
+mod route;
 
 use std::sync::Arc;
 
-use actix::ArbiterHandle;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
 pub use self::memory::MemoryPublisher;
-pub use self::redis::{RedisConfig, RedisPublisher, RedisSubscriber};
-use crate::directory::{Directory, HubSettings};
+pub use self::redis::{RedisConfig, RedisPublisher, RedisStart, RedisSubscriber};
+pub use self::route::{channel_name, Interest, RouteSink, RouteUser};
 use crate::ids::UserId;
 use crate::metrics::RelayMetrics;
 
@@ -66,42 +67,25 @@ pub struct Broker {
     kind: &'static str,
     publisher: Arc<dyn Publish>,
     health: watch::Receiver<BrokerHealth>,
-    directory: Directory,
 }
 
 impl Broker {
-    /// The in-process broker: publishes go straight to this node's hubs.
-    pub fn start_memory(
-        arbiters: &[ArbiterHandle],
-        hubs: HubSettings,
-        metrics: RelayMetrics,
-    ) -> Broker {
+    /// The in-process broker: publishes go straight to `directory`, this node's hubs.
+    pub fn memory(directory: impl RouteSink + 'static, metrics: &RelayMetrics) -> Broker {
         metrics.broker_connected.set(1);
-        let directory = Directory::start(arbiters, hubs, None, metrics);
         let (_, health) = watch::channel(BrokerHealth::Up);
         Broker {
             kind: "memory",
-            publisher: Arc::new(MemoryPublisher::new(directory.clone())),
+            publisher: Arc::new(MemoryPublisher::new(directory)),
             health,
-            directory,
         }
     }
 
-    /// Redis pub/sub: one subscriber connection for this process, started on the current
-    /// arbiter; it connects (and reconnects) in the background, so Redis may be down now.
-    pub fn start_redis(
-        config: RedisConfig,
-        arbiters: &[ArbiterHandle],
-        hubs: HubSettings,
-        metrics: RelayMetrics,
-    ) -> Result<Broker, BrokerError> {
-        let (subscriber, health) = RedisSubscriber::start(config.clone(), arbiters, hubs, metrics)?;
-        Ok(Broker {
-            kind: "redis",
-            publisher: Arc::new(RedisPublisher::new(&config)?),
-            health,
-            directory: subscriber,
-        })
+    /// Redis pub/sub, started in two steps so that the directory can be started in between:
+    /// the directory reports its [`Interest`] to [`RedisStart::interest`], then
+    /// [`RedisStart::start`] gets the directory to feed. Connects lazily: Redis may be down now.
+    pub fn redis(config: RedisConfig) -> Result<RedisStart, BrokerError> {
+        RedisStart::new(config)
     }
 
     /// "memory" or "redis".
@@ -114,13 +98,31 @@ impl Broker {
         self.health.borrow().clone()
     }
 
-    /// The directory this broker feeds.
-    pub fn directory(&self) -> &Directory {
-        &self.directory
-    }
-
     /// Publishes `payload` to each of `users` (on whichever node holds their sockets).
     pub async fn publish(&self, users: Vec<UserId>, payload: Bytes) -> Result<(), BrokerError> {
         self.publisher.publish(users, payload).await
+    }
+}
+
+#[cfg(feature = "kafka")]
+#[cfg(test)]
+mod test_support {
+    use actix::ArbiterHandle;
+
+    use super::Broker;
+    use crate::directory::Directory;
+    use crate::hub::HubSettings;
+    use crate::metrics::RelayMetrics;
+
+    impl Broker {
+        /// The in-process broker over a directory on `arbiters`, for the ingest's unit tests.
+        pub(crate) fn start_memory(
+            arbiters: &[ArbiterHandle],
+            hubs: HubSettings,
+            metrics: RelayMetrics,
+        ) -> Broker {
+            let directory = Directory::start(arbiters, hubs, None, metrics.clone());
+            Broker::memory(directory, &metrics)
+        }
     }
 }

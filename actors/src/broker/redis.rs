@@ -7,6 +7,7 @@
 //! while this node is disconnected is lost.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -18,8 +19,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, watch};
 
-use super::{BrokerError, BrokerHealth, Publish};
-use crate::directory::{Directory, HubSettings, Interest, RouteUser};
+use super::{
+    channel_name, Broker, BrokerError, BrokerHealth, Interest, Publish, RouteSink, RouteUser,
+};
 use crate::ids::UserId;
 use crate::metrics::RelayMetrics;
 use crate::payload::Payload;
@@ -81,7 +83,7 @@ pub fn backoff(attempt: u32, rng: &mut impl Rng) -> Duration {
 pub struct RedisSubscriber {
     connection: ConnectionManager,
     prefix: String,
-    directory: Directory,
+    directory: Box<dyn RouteSink>,
     metrics: RelayMetrics,
     health: watch::Sender<BrokerHealth>,
     /// Users whose channel this node needs: the truth.
@@ -94,14 +96,20 @@ pub struct RedisSubscriber {
     probing: bool,
 }
 
-impl RedisSubscriber {
-    /// Starts the subscriber and the directory it feeds; returns the directory and the health.
-    pub fn start(
-        config: RedisConfig,
-        arbiters: &[ArbiterHandle],
-        hubs: HubSettings,
-        metrics: RelayMetrics,
-    ) -> Result<(Directory, watch::Receiver<BrokerHealth>), BrokerError> {
+/// A Redis broker being started: the subscriber's address already takes [`Interest`], so the
+/// directory can be started with it, and the subscriber runs once it has that directory.
+pub struct RedisStart {
+    prefix: String,
+    connection: ConnectionManager,
+    publisher: RedisPublisher,
+    context: Context<RedisSubscriber>,
+    health: watch::Sender<BrokerHealth>,
+    health_rx: watch::Receiver<BrokerHealth>,
+}
+
+impl RedisStart {
+    /// Opens the (lazy) connections and the subscriber's mailbox; fails only on a bad URL.
+    pub(super) fn new(config: RedisConfig) -> Result<Self, BrokerError> {
         let (push_tx, push_rx) = mpsc::unbounded_channel::<PushInfo>();
         let connection = ConnectionManager::new_lazy_with_config(
             client(&config)?,
@@ -110,24 +118,32 @@ impl RedisSubscriber {
         let (health, health_rx) = watch::channel(BrokerHealth::Down {
             reason: "connecting to redis".into(),
         });
-        let mut ctx = Context::<RedisSubscriber>::new();
-        let mut push_rx = push_rx;
-        ctx.add_stream(futures_util::stream::poll_fn(move |cx| {
-            let mut batch = Vec::new();
-            match push_rx.poll_recv_many(cx, &mut batch, PUSH_BATCH) {
-                Poll::Ready(0) => Poll::Ready(None),
-                Poll::Ready(_) => Poll::Ready(Some(Pushes(batch))),
-                Poll::Pending => Poll::Pending,
-            }
-        }));
-        let interest = ctx.address().recipient::<Interest>();
-        let directory = Directory::start(arbiters, hubs, Some(interest), metrics.clone());
-        let subscriber = RedisSubscriber {
-            connection,
+        let mut context = Context::<RedisSubscriber>::new();
+        context.add_stream(pushes(push_rx));
+        Ok(Self {
+            publisher: RedisPublisher::new(&config)?,
             prefix: config.channel_prefix,
-            directory: directory.clone(),
-            metrics,
+            connection,
+            context,
             health,
+            health_rx,
+        })
+    }
+
+    /// Where the directory reports which channels this node wants.
+    pub fn interest(&self) -> Recipient<Interest> {
+        self.context.address().recipient()
+    }
+
+    /// Starts the subscriber on the current arbiter, feeding `directory`, and returns the
+    /// broker handle (with a publisher on its own connection).
+    pub fn start(self, directory: impl RouteSink + 'static, metrics: &RelayMetrics) -> Broker {
+        let subscriber = RedisSubscriber {
+            connection: self.connection,
+            prefix: self.prefix,
+            directory: Box::new(directory),
+            metrics: metrics.clone(),
+            health: self.health,
             wanted: HashSet::new(),
             dirty: HashSet::new(),
             connected: false,
@@ -135,10 +151,30 @@ impl RedisSubscriber {
             flushing: false,
             probing: false,
         };
-        ctx.run(subscriber);
-        Ok((directory, health_rx))
+        self.context.run(subscriber);
+        Broker {
+            kind: "redis",
+            publisher: Arc::new(self.publisher),
+            health: self.health_rx,
+        }
     }
+}
 
+/// The connection manager's pushes as a stream of batches of up to [`PUSH_BATCH`].
+fn pushes(
+    mut push_rx: mpsc::UnboundedReceiver<PushInfo>,
+) -> impl futures_util::Stream<Item = Pushes> {
+    futures_util::stream::poll_fn(move |cx| {
+        let mut batch = Vec::new();
+        match push_rx.poll_recv_many(cx, &mut batch, PUSH_BATCH) {
+            Poll::Ready(0) => Poll::Ready(None),
+            Poll::Ready(_) => Poll::Ready(Some(Pushes(batch))),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+}
+
+impl RedisSubscriber {
     /// Routes the messages of a batch together (one envelope per shard), in order, and reacts to
     /// a disconnect where it happened in the sequence.
     fn on_pushes(&mut self, pushes: Vec<PushInfo>, ctx: &mut Context<Self>) {
@@ -147,7 +183,7 @@ impl RedisSubscriber {
             match push.kind {
                 PushKind::Message => routes.extend(self.message(push.data)),
                 PushKind::Disconnection => {
-                    self.directory.route_all(routes.drain(..));
+                    self.directory.route_all(std::mem::take(&mut routes));
                     self.on_disconnected(ctx, "redis connection lost");
                 }
                 _ => {}
@@ -274,7 +310,7 @@ impl RedisSubscriber {
     fn channels(&self, users: &[UserId]) -> Vec<Vec<u8>> {
         users
             .iter()
-            .map(|user| [self.prefix.as_bytes(), user.as_str().as_bytes()].concat())
+            .map(|user| channel_name(&self.prefix, user))
             .collect()
     }
 }
@@ -355,10 +391,9 @@ impl Publish for RedisPublisher {
     ) -> BoxFuture<'static, Result<(), BrokerError>> {
         let mut pipeline = redis::pipe();
         for user in &users {
-            let channel = [self.prefix.as_bytes(), user.as_str().as_bytes()].concat();
             pipeline
                 .cmd("PUBLISH")
-                .arg(channel)
+                .arg(channel_name(&self.prefix, user))
                 .arg(payload.as_ref())
                 .ignore();
         }

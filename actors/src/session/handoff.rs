@@ -34,7 +34,7 @@ impl Session {
     /// and every session of a user share one thread, so a message crosses threads once per
     /// batch from the broker, not once per socket.
     pub fn spawn(params: SessionParams, upgraded: Upgraded) -> Result<(), SpawnError> {
-        let arbiter = params.directory.arbiter_of(&params.user).clone();
+        let arbiter = params.hub.arbiter.clone();
         let Upgraded {
             stream,
             mut handshake,

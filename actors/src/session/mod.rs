@@ -1,20 +1,26 @@
 //! The `Session` actor: one WebSocket. It owns the socket itself (the TCP stream, taken out of
 //! the HTTP layer at the upgrade), its deadlines (heartbeat, idle, token expiry), its bounded
-//! outbox and the close contract. It knows nothing of brokers: it joins its user's hub through
-//! the directory and receives [`Deliver`] messages from it.
+//! outbox and the close contract. It knows nothing of hubs, the directory or brokers: it joins
+//! its user's hub through the [`HubLink`] the HTTP layer gives it and receives [`Deliver`]
+//! messages from the hub; every message it accepts is in [`messages`].
 //!
 //! A session runs on the arbiter of its user's hub (the socket is moved there after the
 //! upgrade), so a message goes from hub to session without crossing threads, and is written to
-//! the socket at once, with no task or channel in between; when the kernel's send buffer is full, frames wait in the
-//! [`Outbox`] and go out together once the socket is writable. An outbox that reaches
-//! `send_queue_max` frames means the client does not read: the session drops them and closes
-//! with 4009, so one stuck client never holds memory or slows anyone else.
+//! the socket at once, with no task or channel in between; when the kernel's send buffer is
+//! full, frames wait in the [`Outbox`] and go out together once the socket is writable. An
+//! outbox that reaches `send_queue_max` frames means the client does not read: the session
+//! drops them and closes with 4009, so one stuck client never holds memory or slows anyone
+//! else.
 //!
 //! Every message the hub hands to a session is counted exactly once: as forwarded when the
 //! kernel has taken its whole frame, or as dropped, `slow_consumer` when the socket was closed
 //! 4009 (the message that overflowed the outbox, those queued behind it, those arriving after),
 //! `closed` when it closed or was lost for any other reason. Pings, pongs and close frames are
 //! not messages and are never counted.
+//!
+//! Beside this file: [`messages`] (what a session accepts and sends), `deadlines` (the
+//! heartbeat, idle and token-expiry timers) and `handoff` (how an upgraded socket reaches its
+//! session's arbiter).
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,25 +31,23 @@ use tokio::net::TcpStream;
 
 use crate::client_frames::{ClientFrame, ClientFrames, ReadError};
 use crate::close::{CloseCode, CloseReason};
-use crate::directory::Directory;
-use crate::hub::{Deliver, JoinRefusal, SessionControl, SessionLink};
 use crate::ids::{ConnId, UserId};
 use crate::limiter::ConnectionPermit;
 use crate::metrics::RelayMetrics;
 use crate::wire::{Flushed, OutFrame, Outbox, Written};
 
+mod deadlines;
 mod handoff;
+pub mod messages;
 
 pub use handoff::{SpawnError, Upgraded};
+pub use messages::{Deliver, HubLink, JoinHub, JoinRefusal, LeaveHub, SessionControl, SessionLink};
 
 /// How long a closing session may take to flush its outbox and close frame to a slow client.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 /// How long the socket stays open after the close frame, for the client's close and FIN; then
 /// the server drops the connection.
 const CLOSE_LINGER: Duration = Duration::from_millis(200);
-/// A token expiring further away than this arms no expiry timer: no socket lives that long, and
-/// timer arithmetic stays far from overflow.
-const FAR_FUTURE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Per-session limits, shared by every session of the node.
 #[derive(Clone, Debug)]
@@ -78,8 +82,8 @@ pub struct SessionParams {
     pub permit: ConnectionPermit,
     /// Shared limits.
     pub config: Arc<SessionConfig>,
-    /// Where the user's hub is found.
-    pub directory: Directory,
+    /// How to reach the user's hub (from `Directory::hub_link`).
+    pub hub: HubLink,
     /// Shared metrics.
     pub metrics: RelayMetrics,
 }
@@ -187,9 +191,10 @@ impl Session {
             return;
         }
         self.left = true;
-        self.params
-            .directory
-            .leave(self.params.user.clone(), self.params.conn);
+        self.params.hub.leave.do_send(LeaveHub {
+            user: self.params.user.clone(),
+            conn: self.params.conn,
+        });
         // After the leave is sent: a session of the same user admitted on this seat joins the
         // hub after it.
         self.params.permit.release_user_seat();
@@ -304,57 +309,6 @@ impl Session {
         self.flush(ctx);
     }
 
-    fn schedule_heartbeat(&self, ctx: &mut Context<Self>) {
-        let interval = self.params.config.heartbeat_interval;
-        ctx.run_interval(interval, |session, ctx| session.send_ping(ctx));
-    }
-
-    fn send_ping(&mut self, ctx: &mut Context<Self>) {
-        if self.ping_sent_at.is_none() {
-            let sent_at = Instant::now();
-            self.ping_sent_at = Some(sent_at);
-            let timeout = self.params.config.heartbeat_timeout;
-            ctx.run_later(timeout, move |session, ctx| {
-                if session.ping_sent_at == Some(sent_at) {
-                    session.close(ctx, CloseCode::Timeout, "heartbeat lost");
-                }
-            });
-        }
-        self.enqueue(ctx, OutFrame::ping());
-    }
-
-    fn schedule_idle_check(&self, ctx: &mut Context<Self>, after: Duration) {
-        ctx.run_later(after, |session, ctx| {
-            let idle = session.params.config.idle_timeout;
-            let quiet = session.last_heard.elapsed();
-            if quiet >= idle {
-                session.close(ctx, CloseCode::Timeout, "idle timeout");
-            } else {
-                session.schedule_idle_check(ctx, idle - quiet);
-            }
-        });
-    }
-
-    /// Arms the 4001 close for when the token expires, unless that is [`FAR_FUTURE`] or more
-    /// away (or never).
-    fn schedule_expiry(&self, ctx: &mut Context<Self>) {
-        if !self.params.config.close_on_expiry {
-            return;
-        }
-        let Some(expires_at) = self.params.expires_at else {
-            return;
-        };
-        let left = expires_at
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
-        if left >= FAR_FUTURE {
-            return;
-        }
-        ctx.run_later(left, |session, ctx| {
-            session.close(ctx, CloseCode::TokenExpired, "token expired");
-        });
-    }
-
     fn on_refused(&mut self, ctx: &mut Context<Self>, refusal: JoinRefusal) {
         let metrics = &self.params.metrics;
         match refusal {
@@ -419,12 +373,12 @@ impl Actor for Session {
             deliver: address.clone().recipient(),
             control: address.recipient(),
         };
-        self.params
-            .directory
-            .connect(self.params.user.clone(), self.params.conn, link);
-        self.schedule_heartbeat(ctx);
-        self.schedule_idle_check(ctx, self.params.config.idle_timeout);
-        self.schedule_expiry(ctx);
+        self.params.hub.join.do_send(JoinHub {
+            user: self.params.user.clone(),
+            conn: self.params.conn,
+            link,
+        });
+        self.arm_deadlines(ctx);
         self.flush(ctx);
     }
 
