@@ -13,6 +13,13 @@
 //! - [`broker`] — the in-process and Redis brokers behind one handle, and what they exchange
 //!   with the directory (`RouteUser`, `Interest`, `RouteSink`).
 //! - [`drain`] — the `DrainCoordinator` actor: readiness and graceful drain, and its pacing.
+//! - [`metrics`] — the Prometheus metrics the actors update.
+//! - [`trace`] — the forward-span hook and payload scans for `traceparent` and `ts`.
+//! - [`wire`] — the server's WebSocket frames on a session's own TCP stream (the outbox).
+//! - [`client_frames`] — the client's frames, validated as RFC 6455 requires as they arrive.
+//! - [`utf8`] — incremental UTF-8 validation of text arriving in pieces.
+//! - [`backoff`] — capped exponential backoff with full jitter, for every retry loop.
+//! - `ingest` (feature `kafka`) — the Kafka ingest: platform events become notifications.
 //!
 //! # Dependency direction
 //! `drain` → `directory` → `hub` → `session`; the directory also uses `broker`, which names
@@ -20,15 +27,10 @@
 //! `Recipient`; no module depends on one above it. The server starts the directory with the
 //! broker's interest recipient, then hands the directory to the broker
 //! (`Broker::memory`, `Broker::redis(..)?.start`).
-//! - [`metrics`] — the Prometheus metrics the actors update.
-//! - [`trace`] — the forward-span hook and payload scans for `traceparent` and `ts`.
-//! - [`wire`] — the server's WebSocket frames on a session's own TCP stream (the outbox).
-//! - [`client_frames`] — the client's frames, validated as RFC 6455 requires as they arrive.
-//! - [`utf8`] — incremental UTF-8 validation of text arriving in pieces.
-//! - `ingest` (feature `kafka`) — the Kafka ingest: platform events become notifications.
 
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod broker;
 pub mod client_frames;
 pub mod close;

@@ -103,26 +103,3 @@ impl Broker {
         self.publisher.publish(users, payload).await
     }
 }
-
-#[cfg(feature = "kafka")]
-#[cfg(test)]
-mod test_support {
-    use actix::ArbiterHandle;
-
-    use super::Broker;
-    use crate::directory::Directory;
-    use crate::hub::HubSettings;
-    use crate::metrics::RelayMetrics;
-
-    impl Broker {
-        /// The in-process broker over a directory on `arbiters`, for the ingest's unit tests.
-        pub(crate) fn start_memory(
-            arbiters: &[ArbiterHandle],
-            hubs: HubSettings,
-            metrics: RelayMetrics,
-        ) -> Broker {
-            let directory = Directory::start(arbiters, hubs, None, metrics.clone());
-            Broker::memory(directory, &metrics)
-        }
-    }
-}

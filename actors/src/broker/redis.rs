@@ -14,7 +14,6 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use rand::Rng;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, watch};
@@ -22,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use super::{
     channel_name, Broker, BrokerError, BrokerHealth, Interest, Publish, RouteSink, RouteUser,
 };
+use crate::backoff::full_jitter;
 use crate::ids::UserId;
 use crate::metrics::RelayMetrics;
 use crate::payload::Payload;
@@ -68,15 +68,6 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_max_delay(BACKOFF_CAP)
         .set_connection_timeout(Some(COMMAND_TIMEOUT))
         .set_response_timeout(Some(COMMAND_TIMEOUT))
-}
-
-/// The full-jitter backoff before reconnect attempt `attempt` (0-based).
-pub fn backoff(attempt: u32, rng: &mut impl Rng) -> Duration {
-    let ceiling = BACKOFF_BASE
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(BACKOFF_CAP);
-    let millis = ceiling.as_millis() as u64;
-    Duration::from_millis(rng.random_range(0..=millis))
 }
 
 /// The one pub/sub connection of this process.
@@ -249,7 +240,7 @@ impl RedisSubscriber {
                 Err(error) => {
                     let reason = format!("redis unreachable: {error}");
                     this.set_health(BrokerHealth::Down { reason });
-                    let delay = backoff(attempt, &mut rand::rng());
+                    let delay = full_jitter(BACKOFF_BASE, BACKOFF_CAP, attempt);
                     ctx.run_later(delay, move |this, ctx| this.probe(ctx, attempt + 1));
                 }
             }
@@ -402,20 +393,5 @@ impl Publish for RedisPublisher {
             pipeline.query_async::<()>(&mut connection).await?;
             Ok(())
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_is_capped_and_jittered() {
-        let mut rng = rand::rng();
-        for attempt in 0..40 {
-            let delay = backoff(attempt, &mut rng);
-            assert!(delay <= BACKOFF_CAP, "attempt {attempt}: {delay:?}");
-        }
-        assert!(backoff(0, &mut rng) <= BACKOFF_BASE);
     }
 }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::cache::TtlCache;
 use super::{DedupeConfig, IngestError};
-use crate::broker::{Broker, BrokerError};
+use crate::broker::{channel_name, Broker, BrokerError};
 use crate::ids::UserId;
 
 /// Timeout of one Redis command.
@@ -121,7 +121,7 @@ impl Dedupe {
                 channel_prefix,
                 window_s,
             } => {
-                let channel = [channel_prefix.as_bytes(), user.as_str().as_bytes()].concat();
+                let channel = channel_name(channel_prefix, user);
                 // EVAL (not EVALSHA): Redis caches the compiled script; it is ~150 bytes.
                 let published: i64 = redis::cmd("EVAL")
                     .arg(PUBLISH_ONCE)
@@ -144,7 +144,7 @@ mod tests {
     use futures_util::StreamExt as _;
 
     use super::*;
-    use crate::directory::HubSettings;
+    use crate::directory::{Directory, HubSettings};
     use crate::metrics::RelayMetrics;
 
     fn memory_broker() -> Broker {
@@ -152,7 +152,9 @@ mod tests {
             max_sessions_per_user: 1,
             tracer: None,
         };
-        Broker::start_memory(&[Arbiter::current()], hubs, RelayMetrics::unregistered())
+        let metrics = RelayMetrics::unregistered();
+        let directory = Directory::start(&[Arbiter::current()], hubs, None, metrics.clone());
+        Broker::memory(directory, &metrics)
     }
 
     fn config(redis_url: Option<String>) -> DedupeConfig {

@@ -34,7 +34,6 @@
 //!
 //! Kafka types stay inside this module (inside `consumer` and `kafka`).
 
-mod backoff;
 mod cache;
 mod consumer;
 mod dedupe;

@@ -11,13 +11,13 @@ use bytes::Bytes;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::backoff::Backoff;
 use super::dedupe::PublishError;
 use super::envelope::{correlation_id_of, Envelope, EnvelopeError};
 use super::lookup::LookupError;
 use super::route::{LookupKey, MissingOwner, Owner, Routes};
 use super::status::Status;
 use super::{IngestConfig, IngestMetrics, TraceHook};
+use crate::backoff::Backoff;
 use crate::broker::BrokerHealth;
 use crate::ids::UserId;
 
