@@ -1,11 +1,19 @@
 //! How an upgraded socket reaches its session: the HTTP layer hands over the stream with the
 //! 101 answer and any bytes read past the request, and the session is started on the arbiter
-//! of its user's hub, the stream moved there from the HTTP worker's reactor.
+//! of its user's hub, the stream moved there from the HTTP worker's reactor. A socket that never
+//! reaches its session (the hub's arbiter has stopped) is closed with 1011 and the JSON reason,
+//! not dropped in silence.
+
+use std::io::Write as _;
+use std::net::Shutdown;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 
 use super::{Session, SessionParams};
+use crate::close::{CloseCode, CloseReason};
+use crate::wire::OutFrame;
 
 /// A socket whose upgrade request was accepted, handed over by the HTTP layer.
 pub struct Upgraded {
@@ -46,22 +54,67 @@ impl Session {
             let _ = handshake.split_to(written);
         }
         // Leaves this thread's reactor; registered again with the target's.
-        let stream = stream.into_std()?;
-        let start = move || match TcpStream::from_std(stream) {
-            Ok(stream) => {
-                let upgraded = Upgraded {
-                    stream,
-                    handshake,
-                    read_ahead,
-                };
-                Session::start(params, upgraded);
+        let in_transit = InTransit {
+            stream: Some(stream.into_std()?),
+            handshake,
+            correlation_id: Arc::clone(&params.correlation_id),
+        };
+        let start = move || {
+            let Some((stream, handshake)) = in_transit.arrive() else {
+                return;
+            };
+            match TcpStream::from_std(stream) {
+                Ok(stream) => {
+                    let upgraded = Upgraded {
+                        stream,
+                        handshake,
+                        read_ahead,
+                    };
+                    Session::start(params, upgraded);
+                }
+                Err(error) => tracing::warn!(%error, "cannot register a handed-over socket"),
             }
-            Err(error) => tracing::warn!(%error, "cannot register a handed-over socket"),
         };
         if arbiter.spawn_fn(start) {
             Ok(())
         } else {
             Err(SpawnError::ArbiterGone)
         }
+    }
+}
+
+/// A socket between the HTTP worker and its session's arbiter. Dropped before it arrives (the
+/// arbiter has stopped and dropped the task carrying it), it tells the client why: the rest of
+/// the 101, then a 1011 close with the JSON reason, written without blocking (a fresh socket's
+/// send buffer holds both), then the connection ends.
+struct InTransit {
+    stream: Option<std::net::TcpStream>,
+    handshake: Bytes,
+    correlation_id: Arc<str>,
+}
+
+impl InTransit {
+    /// The stream and what is left of its 101, now owned by the session's arbiter (`None` only
+    /// if it was taken already, which `arrive` consuming the value rules out).
+    fn arrive(mut self) -> Option<(std::net::TcpStream, Bytes)> {
+        let stream = self.stream.take()?;
+        Some((stream, std::mem::take(&mut self.handshake)))
+    }
+}
+
+impl Drop for InTransit {
+    fn drop(&mut self) {
+        let Some(mut stream) = self.stream.take() else {
+            return;
+        };
+        let reason = CloseReason::new(
+            CloseCode::Internal,
+            "session could not start",
+            &self.correlation_id,
+        );
+        let mut out = self.handshake.to_vec();
+        OutFrame::close(&reason).write_into(&mut out);
+        let _ = stream.write_all(&out);
+        let _ = stream.shutdown(Shutdown::Write);
     }
 }
