@@ -14,6 +14,10 @@
 //! - [`telemetry`] — logging.
 //! - [`dev`] — the zero-setup `--dev` mode.
 //! - [`state`] — what handlers share.
+//! - [`shutdown`] — shutdown as a value: the handle that triggers the drain.
+//!
+//! [`run`] serves on an already bound listener until its [`Shutdown`] is triggered; the binary
+//! turns SIGTERM and SIGINT into triggers, tests trigger it directly.
 //!
 //! The actors (sessions, hubs, directory, brokers, drain) live in the `ws-actors` crate.
 
@@ -28,6 +32,7 @@ pub mod http_spans;
 pub mod metrics;
 pub mod open_files;
 pub mod routes;
+pub mod shutdown;
 pub mod state;
 pub mod telemetry;
 
@@ -53,6 +58,7 @@ use ws_actors::{Broker, ConnectionLimiter, DrainCoordinator, DrainState, Session
 use crate::config::Settings;
 use crate::http_spans::RedactingRootSpan;
 use crate::metrics::Metrics;
+pub use crate::shutdown::{Shutdown, ShutdownHandle};
 use crate::state::AppState;
 use crate::telemetry::UserIdHasher;
 
@@ -162,28 +168,30 @@ mod kafka {
     }
 }
 
-/// Forwards SIGTERM and SIGINT to the drain coordinator, every time they arrive.
-fn forward_signals(coordinator: Addr<DrainCoordinator>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+/// Forwards every trigger of `shutdown` to the drain coordinator (the first drains, the next
+/// one exits at once).
+fn forward_shutdown(mut shutdown: Shutdown, coordinator: Addr<DrainCoordinator>) {
     actix_web::rt::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
+        while shutdown.triggered().await.is_some() {
             coordinator.do_send(ShutdownSignal);
         }
     });
-    Ok(())
 }
 
-/// Runs the server on `listener` until a signal drains it. Returns once the process may exit.
-/// `tracer` makes forward spans when trace export is on.
+/// Runs the server on `listener` until `shutdown` drains it. Returns once the process may exit.
 pub async fn run(
     settings: Settings,
     listener: TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    run_traced(settings, listener, shutdown, None).await
+}
+
+/// Like [`run`]; `tracer` makes forward spans when trace export is on.
+pub async fn run_traced(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: Shutdown,
     tracer: Option<Arc<dyn ForwardTracer>>,
 ) -> anyhow::Result<()> {
     let metrics = Metrics::new().context("cannot register metrics")?;
@@ -212,7 +220,7 @@ pub async fn run(
         done_tx,
     )
     .start();
-    forward_signals(coordinator)?;
+    forward_shutdown(shutdown, coordinator);
 
     let state = web::Data::new(AppState {
         validator: settings.auth.token_validator()?,

@@ -1,0 +1,41 @@
+//! Shutdown as a value: a [`ShutdownHandle`] that whoever owns the process (the binary's
+//! signal handler, a test) triggers, and the [`Shutdown`] that [`crate::run`] receives. The first
+//! trigger starts the graceful drain, a second one ends it at once, exactly as SIGTERM and a
+//! second SIGTERM do.
+
+use tokio::sync::mpsc;
+
+/// Triggers a server's shutdown. Cloning it gives another trigger of the same server.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    triggers: mpsc::UnboundedSender<()>,
+}
+
+/// The receiving side, handed to [`crate::run`]. Every trigger is delivered (none coalesce), so
+/// two quick triggers are a drain and then an immediate exit.
+#[derive(Debug)]
+pub struct Shutdown {
+    triggers: mpsc::UnboundedReceiver<()>,
+}
+
+impl Shutdown {
+    /// A new pair: the handle to trigger with, and the value to pass to [`crate::run`].
+    pub fn new() -> (ShutdownHandle, Shutdown) {
+        let (triggers, receiver) = mpsc::unbounded_channel();
+        (ShutdownHandle { triggers }, Shutdown { triggers: receiver })
+    }
+
+    /// Waits for the next trigger; `None` once every handle is gone (no trigger can come).
+    pub async fn triggered(&mut self) -> Option<()> {
+        self.triggers.recv().await
+    }
+}
+
+impl ShutdownHandle {
+    /// Asks the server to shut down: the first call drains, the next one exits at once. A
+    /// server that has already stopped ignores it.
+    pub fn trigger(&self) {
+        // A send error means the server is gone: nothing is left to shut down.
+        let _ = self.triggers.send(());
+    }
+}
