@@ -1037,7 +1037,7 @@ async fn bench_event_to_socket_latency_and_throughput() {
         ("user_pointer", "/metadata/user_id")
     )]);
     let mut settings = with_kafka(TestSettings::with_redis(&redis), &tansu, &routes, &[])
-        .send_queue_max(100_000)
+        .set("limits.send_queue_max", 100_000)
         .env("RUST_LOG", "warn");
     // e.g. KAFKA_BENCH_PROPERTIES='{"fetch.wait.max.ms":"10"}'
     if let Ok(properties) = std::env::var("KAFKA_BENCH_PROPERTIES") {

@@ -120,7 +120,7 @@ async fn glob_and_separator_user_ids_are_isolated() {
 /// 4000 with QUOTA_EXCEEDED, and the first two still receive.
 #[actix_web::test]
 async fn per_user_quota_closes_the_extra_socket_with_4000() {
-    let (redis, server) = redis_and_server(|s| s.max_connections_per_user(2)).await;
+    let (redis, server) = redis_and_server(|s| s.set("limits.max_connections_per_user", 2)).await;
     let mut first = server.connect(&token("dave")).await;
     let mut second = server.connect(&token("dave")).await;
     redis.wait_subscribed("dave", 1).await;
@@ -179,7 +179,7 @@ async fn publish_until_all_receive(redis: &RedisServer, user: &str, clients: &mu
 /// QUOTA_EXCEEDED; once one socket closes, a new one is accepted.
 #[actix_web::test]
 async fn global_cap_closes_with_1013_and_frees_on_close() {
-    let (redis, server) = redis_and_server(|s| s.max_connections(2)).await;
+    let (redis, server) = redis_and_server(|s| s.set("limits.max_connections", 2)).await;
     let erin = server.connect(&token("erin")).await;
     let mut eve = server.connect(&token("eve")).await;
     redis.wait_subscribed("erin", 1).await;
@@ -434,7 +434,7 @@ async fn publish_api_authenticates_validates_and_delivers_through_redis() {
     drop(watched);
 
     // No key configured: the endpoint is off.
-    let off = Server::start(TestSettings::with_redis(&redis).publish_api_key("")).await;
+    let off = Server::start(TestSettings::with_redis(&redis).set("api.publish_api_key", "")).await;
     for headers in [&[json_type][..], &[("X-API-Key", ""), json_type][..]] {
         let reply = off.post(url, headers, body).await;
         assert_ne!(reply.status, 200);
@@ -475,7 +475,7 @@ async fn in_process_broker_relays_api_messages() {
 #[actix_web::test]
 async fn redis_down_at_start_then_up() {
     let port = free_port();
-    let server = Server::start(TestSettings::new().redis_url(redis_url(port))).await;
+    let server = Server::start(TestSettings::new().set("redis.url", redis_url(port))).await;
     assert_eq!(server.get("/healthz").await.status, 200);
     let ready = server.get("/readyz").await;
     ready.assert_error(503, "SERVICE_UNAVAILABLE");
@@ -494,8 +494,8 @@ async fn redis_down_at_start_then_up() {
 async fn dev_mode_prints_a_working_token_url_and_key() {
     let mut server = Server::start(
         TestSettings::new()
-            .no_jwt_secret()
-            .publish_api_key("")
+            .unset("auth.jwt_secret")
+            .set("api.publish_api_key", "")
             .dev(),
     )
     .await;

@@ -46,8 +46,8 @@ async fn accounted(server: &Server) -> f64 {
 async fn stuck_reader_messages_are_each_counted_once() {
     let server = Server::start(
         TestSettings::new()
-            .send_queue_max(SEND_QUEUE_MAX)
-            .workers(1),
+            .set("limits.send_queue_max", SEND_QUEUE_MAX)
+            .set("server.workers", 1),
     )
     .await;
     let mut stuck = WsClient::connect_with_recv_buffer(&server.ws_url(&token("stuck")), 4096).await;

@@ -45,7 +45,7 @@ async fn connect_or_explain(server: &Server, token: &str, what: &str) -> WsClien
 /// client's handshake failed.)
 #[actix_web::test]
 async fn a_far_future_exp_is_accepted_and_never_panics() {
-    let server = Server::start(TestSettings::new().leeway_s(30)).await;
+    let server = Server::start(TestSettings::new().set("auth.leeway_s", 30)).await;
     let mut bystander = server.connect(&token("bystander")).await;
     publish_api_until_received(&server, "bystander", &mut bystander).await;
 

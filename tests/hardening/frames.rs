@@ -150,7 +150,7 @@ impl RawWs {
 /// once, from the header alone: the payload is never sent, and the close still comes.
 #[actix_web::test]
 async fn a_declared_length_over_the_limit_closes_1009_before_any_payload() {
-    let server = Server::start(TestSettings::new().max_frame_bytes(4096)).await;
+    let server = Server::start(TestSettings::new().set("server.max_frame_bytes", 4096)).await;
     for declared in [1u64 << 40, (1u64 << 63) - 1, 4097] {
         let mut client = RawWs::connect(&server, "declares-huge").await;
         client.send_header(0x81, declared).await;
