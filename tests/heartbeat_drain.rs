@@ -2,7 +2,8 @@
 //! 4008 close of a client that never answers pings (seen by a hand-written client that completes
 //! the upgrade and then only reads raw frames), a quiet client that answers pings and so is never
 //! idle, and a SIGTERM drain of 200 sockets with the last published message flushed before each
-//! 1012 close and the closes spread over the drain window. Real binary, real sockets.
+//! 1012 close and the closes spread over the drain window. Real sockets; the heartbeat tests run
+//! the server in-process, the drain the real binary (it is started by SIGTERM and ends in an exit).
 
 mod common;
 
@@ -216,7 +217,7 @@ impl RawClient {
 #[actix_web::test]
 async fn pings_arrive_every_heartbeat_interval() {
     const GAPS: usize = 3;
-    let server = Server::start(
+    let server = Server::start_in_process(
         TestSettings::new()
             .set("limits.heartbeat_interval_s", 1)
             .set("limits.heartbeat_timeout_s", 5)
@@ -253,7 +254,7 @@ async fn pings_arrive_every_heartbeat_interval() {
 /// timeout: the heartbeat, not the idle timer, closed it.
 #[actix_web::test]
 async fn unanswered_ping_closes_4008() {
-    let server = Server::start(
+    let server = Server::start_in_process(
         TestSettings::new()
             .set("limits.heartbeat_interval_s", 1)
             .set("limits.heartbeat_timeout_s", 1)
@@ -313,7 +314,7 @@ async fn unanswered_ping_closes_4008() {
 #[actix_web::test]
 async fn pong_answering_client_is_not_idle() {
     const QUIET: Duration = Duration::from_secs(4);
-    let server = Server::start(
+    let server = Server::start_in_process(
         TestSettings::new()
             .set("limits.idle_timeout_s", 2)
             .set("limits.heartbeat_interval_s", 1)

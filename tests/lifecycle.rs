@@ -1,6 +1,7 @@
 //! End-to-end tests of a session's life beyond plain relaying: graceful drain on SIGTERM, a Redis
 //! outage mid-session, idle timeout, token expiry, oversized and binary client frames, origin
-//! checks and slow consumers. Real binary, real `redis-server`, real sockets.
+//! checks and slow consumers. Real `redis-server`, real sockets; the server runs in-process except
+//! where a signal and the exit code are the subject (the real binary).
 
 mod common;
 
@@ -56,7 +57,7 @@ async fn second_signal_exits_at_once() {
 #[actix_web::test]
 async fn redis_outage_keeps_sockets_and_resubscribes() {
     let mut redis = RedisServer::start().await;
-    let server = Server::start(TestSettings::with_redis(&redis)).await;
+    let server = Server::start_in_process(TestSettings::with_redis(&redis)).await;
     server.wait_readyz(200, STARTUP_DEADLINE).await;
     let mut oscar = server.connect(&token("oscar")).await;
     redis.wait_subscribed("oscar", 1).await;
@@ -89,7 +90,7 @@ async fn redis_outage_keeps_sockets_and_resubscribes() {
 /// A client that sends nothing is closed 4008 TIMEOUT after limits.idle_timeout_s.
 #[actix_web::test]
 async fn idle_socket_is_closed_4008() {
-    let server = Server::start(
+    let server = Server::start_in_process(
         TestSettings::new()
             .set("limits.idle_timeout_s", 1)
             .set("limits.heartbeat_interval_s", 30)
@@ -103,7 +104,7 @@ async fn idle_socket_is_closed_4008() {
 /// With auth.close_on_expiry a session is closed 4001 AUTHENTICATION_ERROR when its token expires.
 #[actix_web::test]
 async fn token_expiry_closes_4001() {
-    let server = Server::start(
+    let server = Server::start_in_process(
         TestSettings::new()
             .set("auth.close_on_expiry", true)
             .set("auth.leeway_s", 0),
@@ -119,7 +120,8 @@ async fn token_expiry_closes_4001() {
 /// socket with 1009 VALIDATION_ERROR; a binary client frame is refused with VALIDATION_ERROR.
 #[actix_web::test]
 async fn oversized_and_binary_client_frames_are_refused() {
-    let server = Server::start(TestSettings::new().set("server.max_frame_bytes", 1024)).await;
+    let server =
+        Server::start_in_process(TestSettings::new().set("server.max_frame_bytes", 1024)).await;
     let mut client = server.connect(&token("talker")).await;
     publish_api_until_received(&server, "talker", &mut client).await;
     client.send_text(&"x".repeat(512)).await;
@@ -149,9 +151,10 @@ async fn oversized_and_binary_client_frames_are_refused() {
 /// allowed origin and non-browser clients (no Origin) are accepted.
 #[actix_web::test]
 async fn foreign_origin_is_refused_1008() {
-    let server =
-        Server::start(TestSettings::new().set("server.allowed_origins", ["https://app.example"]))
-            .await;
+    let server = Server::start_in_process(
+        TestSettings::new().set("server.allowed_origins", ["https://app.example"]),
+    )
+    .await;
     let url = server.ws_url(&token("olive"));
     let mut evil = WsClient::try_connect_with_headers(&url, &[("Origin", "https://evil.example")])
         .await
@@ -176,7 +179,7 @@ async fn foreign_origin_is_refused_1008() {
 #[actix_web::test]
 async fn slow_consumer_is_cut_off_and_counted() {
     const MESSAGES: usize = 400;
-    let server = Server::start(
+    let server = Server::start_in_process(
         TestSettings::new()
             .set("limits.send_queue_max", 8)
             .set("server.workers", 1),

@@ -1,7 +1,8 @@
 //! End-to-end tests of what operators see: exact metric values after a scripted scenario, the
 //! three `websocket.*` spans exported over OTLP/HTTP with a payload's `traceparent` as parent, and
 //! logs that never contain a token, the JWT secret or the publish API key, at trace level, in both
-//! log formats.
+//! log formats. The metrics test runs the server in-process (its own registry); the span and log
+//! tests run the real binary, whose exporter and log they read.
 
 mod common;
 
@@ -18,9 +19,10 @@ use serde_json::{json, Value};
 #[actix_web::test]
 async fn metrics_count_a_scripted_scenario_exactly() {
     let redis = RedisServer::start().await;
-    let server =
-        Server::start(TestSettings::with_redis(&redis).set("limits.max_connections_per_user", 2))
-            .await;
+    let server = Server::start_in_process(
+        TestSettings::with_redis(&redis).set("limits.max_connections_per_user", 2),
+    )
+    .await;
     let mut a1 = server.connect(&token("m-a")).await;
     let _a2 = server.connect(&token("m-a")).await;
     let mut b = server.connect(&token("m-b")).await;

@@ -44,7 +44,7 @@ async fn health_counts(server: &Server) -> (u64, u64) {
 /// still exact afterwards, and hang-ups give the seats and slots back.
 #[actix_web::test]
 async fn a_quota_burst_takes_no_global_slot_from_other_users() {
-    let server = Server::start(
+    let server = Server::start_in_process(
         TestSettings::new()
             .set("limits.max_connections", BURST_CAP)
             .set("limits.max_connections_per_user", BURST_QUOTA),
@@ -205,7 +205,7 @@ async fn measure_other_users_refused_during_a_1000_connect_burst() {
     const BURST: usize = 1_000;
     const OTHERS: usize = 40;
     const STRIDE: usize = (BURST + OTHERS) / OTHERS;
-    let server = Server::start(
+    let server = Server::start_in_process(
         TestSettings::new()
             .set("limits.max_connections", CAP)
             .set("limits.max_connections_per_user", 5),
