@@ -233,7 +233,35 @@ pub async fn run_traced(
         publish_api_key: Some(settings.api.publish_api_key.clone()).filter(|k| !k.is_empty()),
         trace_user_hash: UserIdHasher::from_settings(&settings.telemetry, &settings.auth)?,
     });
-    let http_metrics = web::Data::new(metrics.http.clone());
+    let server = http_server(&settings, listener, workers, state, ingest_status)?;
+    let handle = server.handle();
+    let serving = actix_web::rt::spawn(server);
+
+    let outcome = done_rx.await.unwrap_or(DrainOutcome::Forced);
+    tracing::info!(?outcome, "shutting down");
+    // Every session is gone (or the deadline passed): nothing is left worth waiting for.
+    handle.stop(false).await;
+    let _ = serving.await;
+    #[cfg(feature = "kafka")]
+    if let Some(ingest) = ingest {
+        ingest.stop().await;
+    }
+    for shard in shards {
+        shard.stop();
+    }
+    Ok(())
+}
+
+/// The HTTP server (routes, middleware, the WebSocket upgrade) on `listener`, built but not yet
+/// polled.
+fn http_server(
+    settings: &Settings,
+    listener: TcpListener,
+    workers: usize,
+    state: web::Data<AppState>,
+    ingest_status: Option<web::Data<routes::IngestStatus>>,
+) -> anyhow::Result<actix_server::Server> {
+    let http_metrics = web::Data::new(state.metrics.http.clone());
     let publish_body_limits = web::Data::new(routes::BodyLimits {
         max_bytes: routes::PUBLISH_MAX_BODY_BYTES,
         timeout: Duration::from_secs(settings.api.body_timeout_s),
@@ -241,7 +269,7 @@ pub async fn run_traced(
     let ws_path = settings.server.ws_path.clone();
     let upgrade_context = routes::UpgradeContext {
         state: state.clone(),
-        http_metrics: metrics.http.clone(),
+        http_metrics: state.metrics.http.clone(),
         ws_path: Arc::from(ws_path.as_str()),
     };
     socket2::SockRef::from(&listener)
@@ -277,20 +305,5 @@ pub async fn run_traced(
         })
         .context("cannot listen on server.bind")?
         .run();
-    let handle = server.handle();
-    let serving = actix_web::rt::spawn(server);
-
-    let outcome = done_rx.await.unwrap_or(DrainOutcome::Forced);
-    tracing::info!(?outcome, "shutting down");
-    // Every session is gone (or the deadline passed): nothing is left worth waiting for.
-    handle.stop(false).await;
-    let _ = serving.await;
-    #[cfg(feature = "kafka")]
-    if let Some(ingest) = ingest {
-        ingest.stop().await;
-    }
-    for shard in shards {
-        shard.stop();
-    }
-    Ok(())
+    Ok(server)
 }
