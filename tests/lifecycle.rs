@@ -52,6 +52,34 @@ async fn second_signal_exits_at_once() {
     server.wait_exit(DEADLINE).await;
 }
 
+/// Shutdown as a value: triggering an in-process server's shutdown drains it as SIGTERM drains
+/// the binary (readiness 503, open sockets closed 1012) and `run` returns once they are gone.
+#[actix_web::test]
+async fn shutdown_trigger_drains_an_in_process_server() {
+    let settings = TestSettings::new().set("shutdown.drain_timeout_s", 3);
+    let mut server = Server::start_in_process(settings).await;
+    let mut client = server.connect(&token("drain-value")).await;
+    publish_api_until_received(&server, "drain-value", &mut client).await;
+
+    server.trigger_shutdown();
+    server.wait_readyz(503, DEADLINE).await;
+    client.expect_close_with(1012, "SERVICE_UNAVAILABLE").await;
+    server.wait_stopped(Duration::from_secs(10)).await;
+}
+
+/// A second trigger during a long drain ends an in-process server at once.
+#[actix_web::test]
+async fn second_shutdown_trigger_stops_at_once() {
+    let settings = TestSettings::new().set("shutdown.drain_timeout_s", 60);
+    let mut server = Server::start_in_process(settings).await;
+    let mut client = server.connect(&token("stays")).await;
+    publish_api_until_received(&server, "stays", &mut client).await;
+    server.trigger_shutdown();
+    server.wait_readyz(503, DEADLINE).await;
+    server.trigger_shutdown();
+    server.wait_stopped(DEADLINE).await;
+}
+
 /// Redis going away mid-session: readiness turns 503 but sockets stay open; when Redis is back
 /// the server re-subscribes, turns ready, and the same socket receives again.
 #[actix_web::test]

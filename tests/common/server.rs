@@ -272,6 +272,33 @@ impl Server {
         }
     }
 
+    /// Triggers an in-process server's shutdown: the first call drains it as SIGTERM does, the
+    /// next one ends it at once.
+    pub fn trigger_shutdown(&self) {
+        match &self.running {
+            Running::InProcess { shutdown, .. } => shutdown.trigger(),
+            Running::Process { .. } => panic!("a server process is stopped with a signal"),
+        }
+    }
+
+    /// Waits until an in-process server's `run` has returned, panicking after `deadline`.
+    pub async fn wait_stopped(&mut self, deadline: Duration) {
+        let Running::InProcess { thread, .. } = &mut self.running else {
+            panic!("a server process exits: use wait_exit");
+        };
+        let start = Instant::now();
+        while thread.as_ref().is_some_and(|t| !t.is_finished()) {
+            assert!(
+                start.elapsed() < deadline,
+                "server still running after {deadline:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        if let Some(thread) = thread.take() {
+            thread.join().expect("the server thread panicked");
+        }
+    }
+
     /// `GET path`, or the transport error.
     pub async fn try_get(&self, path: &str) -> Result<HttpReply, String> {
         let request = self.http.get(format!("{}{path}", self.http_url()));
