@@ -233,6 +233,25 @@ impl WsClient {
         let drain = async { while let Some(Ok(_)) = self.ws.next().await {} };
         let _ = tokio::time::timeout(DEADLINE, drain).await;
     }
+
+    /// Connects to `url` from a socket whose receive buffer is about `bytes` (the kernel doubles
+    /// it and applies its minimum), so that a client that does not read fills up quickly. The
+    /// client reads nothing until the test calls [`WsClient::next_frame`].
+    pub async fn connect_with_recv_buffer(url: &str, bytes: u32) -> Self {
+        let request = url.into_client_request().expect("WebSocket request");
+        let host = request.uri().host().expect("host in url").to_owned();
+        let port = request.uri().port_u16().expect("port in url");
+        let address: SocketAddr = format!("{host}:{port}").parse().expect("ip:port in url");
+        let socket = tokio::net::TcpSocket::new_v4().expect("client socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let stream = socket.connect(address).await.expect("TCP connect");
+        let handshake = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream));
+        let (ws, _) = tokio::time::timeout(DEADLINE, handshake)
+            .await
+            .unwrap_or_else(|_| panic!("WebSocket handshake with {url} took over {DEADLINE:?}"))
+            .unwrap_or_else(|e| panic!("WebSocket handshake with {url} failed: {e}"));
+        Self { ws, protocol: None }
+    }
 }
 
 /// With the in-process broker there is no subscription to observe, so readiness to receive is
@@ -287,26 +306,5 @@ pub async fn publish_api_until_all_received(
                 "unexpected message {text:?} while probing {user}"
             );
         }
-    }
-}
-
-impl WsClient {
-    /// Connects to `url` from a socket whose receive buffer is about `bytes` (the kernel doubles
-    /// it and applies its minimum), so that a client that does not read fills up quickly. The
-    /// client reads nothing until the test calls [`WsClient::next_frame`].
-    pub async fn connect_with_recv_buffer(url: &str, bytes: u32) -> Self {
-        let request = url.into_client_request().expect("WebSocket request");
-        let host = request.uri().host().expect("host in url").to_owned();
-        let port = request.uri().port_u16().expect("port in url");
-        let address: SocketAddr = format!("{host}:{port}").parse().expect("ip:port in url");
-        let socket = tokio::net::TcpSocket::new_v4().expect("client socket");
-        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
-        let stream = socket.connect(address).await.expect("TCP connect");
-        let handshake = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream));
-        let (ws, _) = tokio::time::timeout(DEADLINE, handshake)
-            .await
-            .unwrap_or_else(|_| panic!("WebSocket handshake with {url} took over {DEADLINE:?}"))
-            .unwrap_or_else(|e| panic!("WebSocket handshake with {url} failed: {e}"));
-        Self { ws, protocol: None }
     }
 }
