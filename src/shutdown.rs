@@ -39,3 +39,34 @@ impl ShutdownHandle {
         let _ = self.triggers.send(());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two quick triggers arrive as two (the second is what skips the drain), not one.
+    #[tokio::test]
+    async fn every_trigger_is_delivered() {
+        let (handle, mut shutdown) = Shutdown::new();
+        handle.trigger();
+        handle.clone().trigger();
+        assert_eq!(shutdown.triggered().await, Some(()));
+        assert_eq!(shutdown.triggered().await, Some(()));
+    }
+
+    /// Once every handle is gone no trigger can come, and waiting says so instead of hanging.
+    #[tokio::test]
+    async fn no_handle_left_ends_the_wait() {
+        let (handle, mut shutdown) = Shutdown::new();
+        drop(handle);
+        assert_eq!(shutdown.triggered().await, None);
+    }
+
+    /// Triggering a server that has stopped is harmless.
+    #[test]
+    fn triggering_a_stopped_server_is_ignored() {
+        let (handle, shutdown) = Shutdown::new();
+        drop(shutdown);
+        handle.trigger();
+    }
+}
