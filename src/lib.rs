@@ -14,6 +14,10 @@
 //! - [`telemetry`] — logging.
 //! - [`dev`] — the zero-setup `--dev` mode.
 //! - [`state`] — what handlers share.
+//! - [`shutdown`] — shutdown as a value: the handle that triggers the drain.
+//!
+//! [`run`] serves on an already bound listener until its [`Shutdown`] is triggered; the binary
+//! turns SIGTERM and SIGINT into triggers, tests trigger it directly.
 //!
 //! The actors (sessions, hubs, directory, brokers, drain) live in the `ws-actors` crate.
 
@@ -28,6 +32,7 @@ pub mod http_spans;
 pub mod metrics;
 pub mod open_files;
 pub mod routes;
+pub mod shutdown;
 pub mod state;
 pub mod telemetry;
 
@@ -54,6 +59,7 @@ use ws_actors::{
 use crate::config::Settings;
 use crate::http_spans::RedactingRootSpan;
 use crate::metrics::Metrics;
+pub use crate::shutdown::{Shutdown, ShutdownHandle};
 use crate::state::AppState;
 use crate::telemetry::UserIdHasher;
 
@@ -167,28 +173,30 @@ mod kafka {
     }
 }
 
-/// Forwards SIGTERM and SIGINT to the drain coordinator, every time they arrive.
-fn forward_signals(coordinator: Addr<DrainCoordinator>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+/// Forwards every trigger of `shutdown` to the drain coordinator (the first drains, the next
+/// one exits at once).
+fn forward_shutdown(mut shutdown: Shutdown, coordinator: Addr<DrainCoordinator>) {
     actix_web::rt::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
+        while shutdown.triggered().await.is_some() {
             coordinator.do_send(ShutdownSignal);
         }
     });
-    Ok(())
 }
 
-/// Runs the server on `listener` until a signal drains it. Returns once the process may exit.
-/// `tracer` makes forward spans when trace export is on.
+/// Runs the server on `listener` until `shutdown` drains it. Returns once the process may exit.
 pub async fn run(
     settings: Settings,
     listener: TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    run_traced(settings, listener, shutdown, None).await
+}
+
+/// Like [`run`]; `tracer` makes forward spans when trace export is on.
+pub async fn run_traced(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: Shutdown,
     tracer: Option<Arc<dyn ForwardTracer>>,
 ) -> anyhow::Result<()> {
     let metrics = Metrics::new().context("cannot register metrics")?;
@@ -217,7 +225,7 @@ pub async fn run(
         done_tx,
     )
     .start();
-    forward_signals(coordinator)?;
+    forward_shutdown(shutdown, coordinator);
 
     let state = web::Data::new(AppState {
         validator: settings.auth.token_validator()?,
@@ -231,7 +239,35 @@ pub async fn run(
         publish_api_key: Some(settings.api.publish_api_key.clone()).filter(|k| !k.is_empty()),
         trace_user_hash: UserIdHasher::from_settings(&settings.telemetry, &settings.auth)?,
     });
-    let http_metrics = web::Data::new(metrics.http.clone());
+    let server = http_server(&settings, listener, workers, state, ingest_status)?;
+    let handle = server.handle();
+    let serving = actix_web::rt::spawn(server);
+
+    let outcome = done_rx.await.unwrap_or(DrainOutcome::Forced);
+    tracing::info!(?outcome, "shutting down");
+    // Every session is gone (or the deadline passed): nothing is left worth waiting for.
+    handle.stop(false).await;
+    let _ = serving.await;
+    #[cfg(feature = "kafka")]
+    if let Some(ingest) = ingest {
+        ingest.stop().await;
+    }
+    for shard in shards {
+        shard.stop();
+    }
+    Ok(())
+}
+
+/// The HTTP server (routes, middleware, the WebSocket upgrade) on `listener`, built but not yet
+/// polled.
+fn http_server(
+    settings: &Settings,
+    listener: TcpListener,
+    workers: usize,
+    state: web::Data<AppState>,
+    ingest_status: Option<web::Data<routes::IngestStatus>>,
+) -> anyhow::Result<actix_server::Server> {
+    let http_metrics = web::Data::new(state.metrics.http.clone());
     let publish_body_limits = web::Data::new(routes::BodyLimits {
         max_bytes: routes::PUBLISH_MAX_BODY_BYTES,
         timeout: Duration::from_secs(settings.api.body_timeout_s),
@@ -239,7 +275,7 @@ pub async fn run(
     let ws_path = settings.server.ws_path.clone();
     let upgrade_context = routes::UpgradeContext {
         state: state.clone(),
-        http_metrics: metrics.http.clone(),
+        http_metrics: state.metrics.http.clone(),
         ws_path: Arc::from(ws_path.as_str()),
     };
     socket2::SockRef::from(&listener)
@@ -275,20 +311,5 @@ pub async fn run(
         })
         .context("cannot listen on server.bind")?
         .run();
-    let handle = server.handle();
-    let serving = actix_web::rt::spawn(server);
-
-    let outcome = done_rx.await.unwrap_or(DrainOutcome::Forced);
-    tracing::info!(?outcome, "shutting down");
-    // Every session is gone (or the deadline passed): nothing is left worth waiting for.
-    handle.stop(false).await;
-    let _ = serving.await;
-    #[cfg(feature = "kafka")]
-    if let Some(ingest) = ingest {
-        ingest.stop().await;
-    }
-    for shard in shards {
-        shard.stop();
-    }
-    Ok(())
+    Ok(server)
 }

@@ -1,12 +1,16 @@
 //! The `websocket-service` binary: reads the command line and settings, sets up logging, binds
-//! and runs the server. Bad configuration exits 78 with one line naming the key.
+//! and runs the server, and turns SIGTERM and SIGINT into shutdown triggers (the first drains,
+//! a second exits at once). Bad configuration exits 78 with one line naming the key.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use anyhow::Context as _;
 use websocket_service::config::Settings;
-use websocket_service::{dev, open_files, telemetry};
+use websocket_service::{dev, open_files, telemetry, Shutdown, ShutdownHandle};
+use ws_actors::trace::ForwardTracer;
 
 /// jemalloc instead of glibc's malloc: each message is allocated on the broker's thread and
 /// freed on a socket's thread, which glibc's per-thread arenas handle poorly (malloc and free
@@ -60,6 +64,34 @@ fn load_settings(args: &Args) -> Result<Settings, String> {
     Ok(settings)
 }
 
+/// Triggers `shutdown` on SIGTERM and SIGINT, every time they arrive.
+fn forward_signals(shutdown: ShutdownHandle) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    actix_web::rt::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            shutdown.trigger();
+        }
+    });
+    Ok(())
+}
+
+/// Serves until a signal drains the server (inside an actix system).
+async fn serve(
+    settings: Settings,
+    listener: TcpListener,
+    tracer: Option<Arc<dyn ForwardTracer>>,
+) -> anyhow::Result<()> {
+    let (handle, shutdown) = Shutdown::new();
+    forward_signals(handle)?;
+    websocket_service::run_traced(settings, listener, shutdown, tracer).await
+}
+
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(Some(args)) => args,
@@ -105,8 +137,7 @@ fn main() -> ExitCode {
         }
     }
     let tracer = telemetry.forward_tracer();
-    let result =
-        actix_web::rt::System::new().block_on(websocket_service::run(settings, listener, tracer));
+    let result = actix_web::rt::System::new().block_on(serve(settings, listener, tracer));
     telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,8 @@
 //! 4008 close of a client that never answers pings (seen by a hand-written client that completes
 //! the upgrade and then only reads raw frames), a quiet client that answers pings and so is never
 //! idle, and a SIGTERM drain of 200 sockets with the last published message flushed before each
-//! 1012 close and the closes spread over the drain window. Real binary, real sockets.
+//! 1012 close and the closes spread over the drain window. Real sockets; the heartbeat tests run
+//! the server in-process, the drain the real binary (it is started by SIGTERM and ends in an exit).
 
 mod common;
 
@@ -216,11 +217,11 @@ impl RawClient {
 #[actix_web::test]
 async fn pings_arrive_every_heartbeat_interval() {
     const GAPS: usize = 3;
-    let server = Server::start(
+    let server = Server::start_in_process(
         TestSettings::new()
-            .heartbeat_interval_s(1)
-            .heartbeat_timeout_s(5)
-            .idle_timeout_s(30),
+            .set("limits.heartbeat_interval_s", 1)
+            .set("limits.heartbeat_timeout_s", 5)
+            .set("limits.idle_timeout_s", 30),
     )
     .await;
     let mut ws = connect_raw_ws(&server, "cadence").await;
@@ -253,11 +254,11 @@ async fn pings_arrive_every_heartbeat_interval() {
 /// timeout: the heartbeat, not the idle timer, closed it.
 #[actix_web::test]
 async fn unanswered_ping_closes_4008() {
-    let server = Server::start(
+    let server = Server::start_in_process(
         TestSettings::new()
-            .heartbeat_interval_s(1)
-            .heartbeat_timeout_s(1)
-            .idle_timeout_s(30),
+            .set("limits.heartbeat_interval_s", 1)
+            .set("limits.heartbeat_timeout_s", 1)
+            .set("limits.idle_timeout_s", 30),
     )
     .await;
     let mut raw = RawClient::connect(&server, &token("mute")).await;
@@ -313,11 +314,11 @@ async fn unanswered_ping_closes_4008() {
 #[actix_web::test]
 async fn pong_answering_client_is_not_idle() {
     const QUIET: Duration = Duration::from_secs(4);
-    let server = Server::start(
+    let server = Server::start_in_process(
         TestSettings::new()
-            .idle_timeout_s(2)
-            .heartbeat_interval_s(1)
-            .heartbeat_timeout_s(5),
+            .set("limits.idle_timeout_s", 2)
+            .set("limits.heartbeat_interval_s", 1)
+            .set("limits.heartbeat_timeout_s", 5),
     )
     .await;
     let mut ws = connect_raw_ws(&server, "quiet-tab").await;
@@ -406,7 +407,8 @@ async fn sigterm_flushes_then_spreads_1012_closes() {
     const USERS: usize = 200;
     const DRAIN_TIMEOUT_S: u64 = 4;
     const BUCKET: Duration = Duration::from_millis(500);
-    let mut server = Server::start(TestSettings::new().drain_timeout_s(DRAIN_TIMEOUT_S)).await;
+    let mut server =
+        Server::start(TestSettings::new().set("shutdown.drain_timeout_s", DRAIN_TIMEOUT_S)).await;
     let users: Vec<String> = (0..USERS).map(|i| format!("drain-{i:03}")).collect();
     let mut clients = Vec::with_capacity(USERS);
     for user in &users {

@@ -1,6 +1,6 @@
 //! End-to-end tests of the Kafka ingest: a real Kafka-protocol broker (tansu, started here on a
-//! free port with in-memory storage), a real redis-server, the real server binary and real
-//! sockets. Platform events produced to Kafka must reach their owner's socket as the contract's
+//! free port with in-memory storage), a real redis-server and real sockets; the server runs
+//! in-process, or as the real binary where a test crashes it, signals it or reads its log. Platform events produced to Kafka must reach their owner's socket as the contract's
 //! notification, exactly once, across duplicates, a crash of the consuming server and a Redis
 //! outage; records that cannot become a notification go to the dead-letter topic without
 //! blocking the partition.
@@ -443,7 +443,7 @@ async fn events_reach_their_owner_found_by_pointer_redis_key_or_http_lookup_once
         &routes,
         &[("required", "true")],
     );
-    let server = Server::start(settings).await;
+    let server = Server::start_in_process(settings).await;
     server.wait_readyz(200, KAFKA_DEADLINE).await;
     let health = server.get("/healthz").await.json();
     assert_eq!(health["kafka"]["state"], "up", "{health}");
@@ -762,7 +762,7 @@ async fn a_redis_outage_pauses_consumption_and_the_backlog_follows() {
         ("user_pointer", "/metadata/user_id")
     )]);
     let settings = with_kafka(TestSettings::with_redis(&redis), &tansu, &routes, &[]);
-    let server = Server::start(settings).await;
+    let server = Server::start_in_process(settings).await;
     let mut client = server.connect(&token("owner-o")).await;
     redis.wait_subscribed("owner-o", 1).await;
     let producer = tansu.producer();
@@ -835,7 +835,8 @@ async fn an_owner_lookup_outage_pauses_consumption_and_readiness() {
         ("owner_http_url", &owner_url_template(port))
     )]);
     let extra = [("required", "true"), ("lookup_timeout_ms", "500")];
-    let server = Server::start(with_kafka(TestSettings::new(), &tansu, &routes, &extra)).await;
+    let server =
+        Server::start_in_process(with_kafka(TestSettings::new(), &tansu, &routes, &extra)).await;
     let mut client = server.connect(&token("owner-l")).await;
     publish_api_until_received(&server, "owner-l", &mut client).await;
     server.wait_readyz(200, KAFKA_DEADLINE).await;
@@ -1037,7 +1038,7 @@ async fn bench_event_to_socket_latency_and_throughput() {
         ("user_pointer", "/metadata/user_id")
     )]);
     let mut settings = with_kafka(TestSettings::with_redis(&redis), &tansu, &routes, &[])
-        .send_queue_max(100_000)
+        .set("limits.send_queue_max", 100_000)
         .env("RUST_LOG", "warn");
     // e.g. KAFKA_BENCH_PROPERTIES='{"fetch.wait.max.ms":"10"}'
     if let Ok(properties) = std::env::var("KAFKA_BENCH_PROPERTIES") {

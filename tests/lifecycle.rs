@@ -1,6 +1,7 @@
 //! End-to-end tests of a session's life beyond plain relaying: graceful drain on SIGTERM, a Redis
 //! outage mid-session, idle timeout, token expiry, oversized and binary client frames, origin
-//! checks and slow consumers. Real binary, real `redis-server`, real sockets.
+//! checks and slow consumers. Real `redis-server`, real sockets; the server runs in-process except
+//! where a signal and the exit code are the subject (the real binary).
 
 mod common;
 
@@ -14,7 +15,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 /// with 1012 SERVICE_UNAVAILABLE, and the process exits 0 once they are gone.
 #[actix_web::test]
 async fn sigterm_drains_with_1012_and_exits_0() {
-    let mut server = Server::start(TestSettings::new().drain_timeout_s(3)).await;
+    let mut server = Server::start(TestSettings::new().set("shutdown.drain_timeout_s", 3)).await;
     let users = ["drain-1", "drain-2", "drain-3"];
     let mut clients = Vec::new();
     for user in users {
@@ -42,7 +43,7 @@ async fn sigterm_drains_with_1012_and_exits_0() {
 /// A second SIGTERM during a long drain ends the process at once.
 #[actix_web::test]
 async fn second_signal_exits_at_once() {
-    let mut server = Server::start(TestSettings::new().drain_timeout_s(60)).await;
+    let mut server = Server::start(TestSettings::new().set("shutdown.drain_timeout_s", 60)).await;
     let mut client = server.connect(&token("stays")).await;
     publish_api_until_received(&server, "stays", &mut client).await;
     server.sigterm();
@@ -51,12 +52,40 @@ async fn second_signal_exits_at_once() {
     server.wait_exit(DEADLINE).await;
 }
 
+/// Shutdown as a value: triggering an in-process server's shutdown drains it as SIGTERM drains
+/// the binary (readiness 503, open sockets closed 1012) and `run` returns once they are gone.
+#[actix_web::test]
+async fn shutdown_trigger_drains_an_in_process_server() {
+    let settings = TestSettings::new().set("shutdown.drain_timeout_s", 3);
+    let mut server = Server::start_in_process(settings).await;
+    let mut client = server.connect(&token("drain-value")).await;
+    publish_api_until_received(&server, "drain-value", &mut client).await;
+
+    server.trigger_shutdown();
+    server.wait_readyz(503, DEADLINE).await;
+    client.expect_close_with(1012, "SERVICE_UNAVAILABLE").await;
+    server.wait_stopped(Duration::from_secs(10)).await;
+}
+
+/// A second trigger during a long drain ends an in-process server at once.
+#[actix_web::test]
+async fn second_shutdown_trigger_stops_at_once() {
+    let settings = TestSettings::new().set("shutdown.drain_timeout_s", 60);
+    let mut server = Server::start_in_process(settings).await;
+    let mut client = server.connect(&token("stays")).await;
+    publish_api_until_received(&server, "stays", &mut client).await;
+    server.trigger_shutdown();
+    server.wait_readyz(503, DEADLINE).await;
+    server.trigger_shutdown();
+    server.wait_stopped(DEADLINE).await;
+}
+
 /// Redis going away mid-session: readiness turns 503 but sockets stay open; when Redis is back
 /// the server re-subscribes, turns ready, and the same socket receives again.
 #[actix_web::test]
 async fn redis_outage_keeps_sockets_and_resubscribes() {
     let mut redis = RedisServer::start().await;
-    let server = Server::start(TestSettings::with_redis(&redis)).await;
+    let server = Server::start_in_process(TestSettings::with_redis(&redis)).await;
     server.wait_readyz(200, STARTUP_DEADLINE).await;
     let mut oscar = server.connect(&token("oscar")).await;
     redis.wait_subscribed("oscar", 1).await;
@@ -89,11 +118,11 @@ async fn redis_outage_keeps_sockets_and_resubscribes() {
 /// A client that sends nothing is closed 4008 TIMEOUT after limits.idle_timeout_s.
 #[actix_web::test]
 async fn idle_socket_is_closed_4008() {
-    let server = Server::start(
+    let server = Server::start_in_process(
         TestSettings::new()
-            .idle_timeout_s(1)
-            .heartbeat_interval_s(30)
-            .heartbeat_timeout_s(10),
+            .set("limits.idle_timeout_s", 1)
+            .set("limits.heartbeat_interval_s", 30)
+            .set("limits.heartbeat_timeout_s", 10),
     )
     .await;
     let mut quiet = server.connect(&token("quiet")).await;
@@ -103,7 +132,12 @@ async fn idle_socket_is_closed_4008() {
 /// With auth.close_on_expiry a session is closed 4001 AUTHENTICATION_ERROR when its token expires.
 #[actix_web::test]
 async fn token_expiry_closes_4001() {
-    let server = Server::start(TestSettings::new().close_on_expiry(true).leeway_s(0)).await;
+    let server = Server::start_in_process(
+        TestSettings::new()
+            .set("auth.close_on_expiry", true)
+            .set("auth.leeway_s", 0),
+    )
+    .await;
     let mut short = server
         .connect(&token_expiring("short-lived", now() + 2))
         .await;
@@ -114,7 +148,8 @@ async fn token_expiry_closes_4001() {
 /// socket with 1009 VALIDATION_ERROR; a binary client frame is refused with VALIDATION_ERROR.
 #[actix_web::test]
 async fn oversized_and_binary_client_frames_are_refused() {
-    let server = Server::start(TestSettings::new().max_frame_bytes(1024)).await;
+    let server =
+        Server::start_in_process(TestSettings::new().set("server.max_frame_bytes", 1024)).await;
     let mut client = server.connect(&token("talker")).await;
     publish_api_until_received(&server, "talker", &mut client).await;
     client.send_text(&"x".repeat(512)).await;
@@ -144,7 +179,10 @@ async fn oversized_and_binary_client_frames_are_refused() {
 /// allowed origin and non-browser clients (no Origin) are accepted.
 #[actix_web::test]
 async fn foreign_origin_is_refused_1008() {
-    let server = Server::start(TestSettings::new().allowed_origins(&["https://app.example"])).await;
+    let server = Server::start_in_process(
+        TestSettings::new().set("server.allowed_origins", ["https://app.example"]),
+    )
+    .await;
     let url = server.ws_url(&token("olive"));
     let mut evil = WsClient::try_connect_with_headers(&url, &[("Origin", "https://evil.example")])
         .await
@@ -169,7 +207,12 @@ async fn foreign_origin_is_refused_1008() {
 #[actix_web::test]
 async fn slow_consumer_is_cut_off_and_counted() {
     const MESSAGES: usize = 400;
-    let server = Server::start(TestSettings::new().send_queue_max(8).workers(1)).await;
+    let server = Server::start_in_process(
+        TestSettings::new()
+            .set("limits.send_queue_max", 8)
+            .set("server.workers", 1),
+    )
+    .await;
     let mut slow = server.connect(&token("slow")).await;
     let mut fast = server.connect(&token("fast")).await;
     publish_api_until_received(&server, "slow", &mut slow).await;

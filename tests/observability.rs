@@ -1,7 +1,8 @@
 //! End-to-end tests of what operators see: exact metric values after a scripted scenario, the
 //! three `websocket.*` spans exported over OTLP/HTTP with a payload's `traceparent` as parent, and
 //! logs that never contain a token, the JWT secret or the publish API key, at trace level, in both
-//! log formats.
+//! log formats. The metrics test runs the server in-process (its own registry); the span and log
+//! tests run the real binary, whose exporter and log they read.
 
 mod common;
 
@@ -18,7 +19,10 @@ use serde_json::{json, Value};
 #[actix_web::test]
 async fn metrics_count_a_scripted_scenario_exactly() {
     let redis = RedisServer::start().await;
-    let server = Server::start(TestSettings::with_redis(&redis).max_connections_per_user(2)).await;
+    let server = Server::start_in_process(
+        TestSettings::with_redis(&redis).set("limits.max_connections_per_user", 2),
+    )
+    .await;
     let mut a1 = server.connect(&token("m-a")).await;
     let _a2 = server.connect(&token("m-a")).await;
     let mut b = server.connect(&token("m-b")).await;
@@ -174,7 +178,7 @@ async fn spans_are_exported_with_the_payload_traceparent_as_parent() {
     let endpoint = format!("http://127.0.0.1:{}", receiver.port);
     let mut server = Server::start(
         TestSettings::new()
-            .drain_timeout_s(2)
+            .set("shutdown.drain_timeout_s", 2)
             .env("WS__TELEMETRY__OTLP_ENDPOINT", endpoint)
             .env("OTEL_BSP_SCHEDULE_DELAY", "100"),
     )
@@ -223,8 +227,8 @@ fn redaction_token(sub: &str, secret: &str) -> String {
 async fn run_session_and_collect_log(log_format: &str) -> (String, Vec<String>) {
     let mut server = Server::start(
         TestSettings::new()
-            .jwt_secret(REDACTION_SECRET)
-            .publish_api_key(REDACTION_KEY)
+            .set("auth.jwt_secret", REDACTION_SECRET)
+            .set("api.publish_api_key", REDACTION_KEY)
             .env("WS__TELEMETRY__LOG_FORMAT", log_format)
             .env("RUST_LOG", "trace"),
     )

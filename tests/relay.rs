@@ -1,5 +1,6 @@
-//! End-to-end relay tests: the real binary, a real `redis-server`, real sockets. Each test starts
-//! its own Redis (when it needs one) and its own server on free ports.
+//! End-to-end relay tests: a real `redis-server`, real sockets. Each test starts its own Redis
+//! (when it needs one) and its own server, in-process on port 0, or as the real binary when the
+//! test reads its log or runs `--dev`.
 
 mod common;
 
@@ -17,7 +18,7 @@ async fn redis_and_server(
     settings: impl FnOnce(TestSettings) -> TestSettings,
 ) -> (RedisServer, Server) {
     let redis = RedisServer::start().await;
-    let server = Server::start(settings(TestSettings::with_redis(&redis))).await;
+    let server = Server::start_in_process(settings(TestSettings::with_redis(&redis))).await;
     server.wait_readyz(200, STARTUP_DEADLINE).await;
     (redis, server)
 }
@@ -120,7 +121,7 @@ async fn glob_and_separator_user_ids_are_isolated() {
 /// 4000 with QUOTA_EXCEEDED, and the first two still receive.
 #[actix_web::test]
 async fn per_user_quota_closes_the_extra_socket_with_4000() {
-    let (redis, server) = redis_and_server(|s| s.max_connections_per_user(2)).await;
+    let (redis, server) = redis_and_server(|s| s.set("limits.max_connections_per_user", 2)).await;
     let mut first = server.connect(&token("dave")).await;
     let mut second = server.connect(&token("dave")).await;
     redis.wait_subscribed("dave", 1).await;
@@ -179,7 +180,7 @@ async fn publish_until_all_receive(redis: &RedisServer, user: &str, clients: &mu
 /// QUOTA_EXCEEDED; once one socket closes, a new one is accepted.
 #[actix_web::test]
 async fn global_cap_closes_with_1013_and_frees_on_close() {
-    let (redis, server) = redis_and_server(|s| s.max_connections(2)).await;
+    let (redis, server) = redis_and_server(|s| s.set("limits.max_connections", 2)).await;
     let erin = server.connect(&token("erin")).await;
     let mut eve = server.connect(&token("eve")).await;
     redis.wait_subscribed("erin", 1).await;
@@ -221,7 +222,10 @@ async fn global_cap_closes_with_1013_and_frees_on_close() {
 /// bytes; no subscription is left behind, /metrics still answers, and no token is logged.
 #[actix_web::test]
 async fn refused_tokens_close_1008_and_leave_nothing_behind() {
-    let (redis, server) = redis_and_server(|s| s).await;
+    // A real process: the test reads the server's log.
+    let redis = RedisServer::start().await;
+    let server = Server::start(TestSettings::with_redis(&redis)).await;
+    server.wait_readyz(200, STARTUP_DEADLINE).await;
     let cases = [
         ("garbage", "not-a-jwt".to_owned()),
         ("wrong secret", wrong_secret_token("mallory")),
@@ -434,7 +438,9 @@ async fn publish_api_authenticates_validates_and_delivers_through_redis() {
     drop(watched);
 
     // No key configured: the endpoint is off.
-    let off = Server::start(TestSettings::with_redis(&redis).publish_api_key("")).await;
+    let off =
+        Server::start_in_process(TestSettings::with_redis(&redis).set("api.publish_api_key", ""))
+            .await;
     for headers in [&[json_type][..], &[("X-API-Key", ""), json_type][..]] {
         let reply = off.post(url, headers, body).await;
         assert_ne!(reply.status, 200);
@@ -456,7 +462,7 @@ async fn publish_api_authenticates_validates_and_delivers_through_redis() {
 /// the API reaches the socket.
 #[actix_web::test]
 async fn in_process_broker_relays_api_messages() {
-    let server = Server::start(TestSettings::new()).await;
+    let server = Server::start_in_process(TestSettings::new()).await;
     server.wait_readyz(200, DEADLINE).await;
     let mut leo = server.connect(&token("leo")).await;
     let mut other = server.connect(&token("lea")).await;
@@ -475,7 +481,8 @@ async fn in_process_broker_relays_api_messages() {
 #[actix_web::test]
 async fn redis_down_at_start_then_up() {
     let port = free_port();
-    let server = Server::start(TestSettings::new().redis_url(redis_url(port))).await;
+    let server =
+        Server::start_in_process(TestSettings::new().set("redis.url", redis_url(port))).await;
     assert_eq!(server.get("/healthz").await.status, 200);
     let ready = server.get("/readyz").await;
     ready.assert_error(503, "SERVICE_UNAVAILABLE");
@@ -494,8 +501,8 @@ async fn redis_down_at_start_then_up() {
 async fn dev_mode_prints_a_working_token_url_and_key() {
     let mut server = Server::start(
         TestSettings::new()
-            .no_jwt_secret()
-            .publish_api_key("")
+            .unset("auth.jwt_secret")
+            .set("api.publish_api_key", "")
             .dev(),
     )
     .await;
@@ -550,7 +557,7 @@ async fn dev_mode_prints_a_working_token_url_and_key() {
 /// Prometheus text with the connection gauge.
 #[actix_web::test]
 async fn http_errors_health_and_metrics() {
-    let server = Server::start(TestSettings::new()).await;
+    let server = Server::start_in_process(TestSettings::new()).await;
     let reply = server.get("/nope").await;
     reply.assert_error(404, "NOT_FOUND");
     assert!(reply.header("x-correlation-id").is_some());
@@ -636,7 +643,7 @@ fn upgrade_request(target: &str, extra_headers: &str) -> String {
 /// right behind its upgrade request, in the same packet, are read (a ping is answered).
 #[actix_web::test]
 async fn upgrade_answers_errors_as_json_and_reads_pipelined_frames() {
-    let server = Server::start(TestSettings::new()).await;
+    let server = Server::start_in_process(TestSettings::new()).await;
     let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
 
     let elsewhere = upgrade_request("/elsewhere", &format!("{key}X-Correlation-ID: up-1\r\n"));

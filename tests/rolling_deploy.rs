@@ -231,7 +231,12 @@ async fn rolling_deploy_moves_every_client_from_a_to_b() {
     let started = Instant::now();
     let redis = RedisServer::start().await;
     let settings = TestSettings::with_redis(&redis);
-    let mut server_a = Server::start(settings.clone().drain_timeout_s(DRAIN_TIMEOUT_S)).await;
+    let mut server_a = Server::start(
+        settings
+            .clone()
+            .set("shutdown.drain_timeout_s", DRAIN_TIMEOUT_S),
+    )
+    .await;
     let server_b = Server::start(settings).await;
     server_a.wait_readyz(200, STARTUP_DEADLINE).await;
     server_b.wait_readyz(200, STARTUP_DEADLINE).await;

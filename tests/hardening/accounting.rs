@@ -44,10 +44,10 @@ async fn accounted(server: &Server) -> f64 {
 /// those still queued behind it, `no_session` for those published after the socket left.
 #[actix_web::test]
 async fn stuck_reader_messages_are_each_counted_once() {
-    let server = Server::start(
+    let server = Server::start_in_process(
         TestSettings::new()
-            .send_queue_max(SEND_QUEUE_MAX)
-            .workers(1),
+            .set("limits.send_queue_max", SEND_QUEUE_MAX)
+            .set("server.workers", 1),
     )
     .await;
     let mut stuck = WsClient::connect_with_recv_buffer(&server.ws_url(&token("stuck")), 4096).await;

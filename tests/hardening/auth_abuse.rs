@@ -45,7 +45,7 @@ async fn connect_or_explain(server: &Server, token: &str, what: &str) -> WsClien
 /// client's handshake failed.)
 #[actix_web::test]
 async fn a_far_future_exp_is_accepted_and_never_panics() {
-    let server = Server::start(TestSettings::new().leeway_s(30)).await;
+    let server = Server::start(TestSettings::new().set("auth.leeway_s", 30)).await;
     let mut bystander = server.connect(&token("bystander")).await;
     publish_api_until_received(&server, "bystander", &mut bystander).await;
 
@@ -66,7 +66,7 @@ async fn a_far_future_exp_is_accepted_and_never_panics() {
 /// `crit` is an array or null were accepted.)
 #[actix_web::test]
 async fn a_crit_header_is_refused_1008() {
-    let server = Server::start(TestSettings::new()).await;
+    let server = Server::start_in_process(TestSettings::new()).await;
     let claims = json!({ "sub": "crit-user", "exp": now() + 3600 });
 
     let plain = signed_with_header(r#"{"alg":"HS256","typ":"JWT"}"#, &claims);
@@ -150,7 +150,7 @@ fn upgrade_request(version: &str, token: &str) -> String {
 /// HTTP/1.0 request was upgraded: 101.)
 #[actix_web::test]
 async fn an_http_1_0_upgrade_is_answered_400() {
-    let server = Server::start(TestSettings::new()).await;
+    let server = Server::start_in_process(TestSettings::new()).await;
     let token = token("old-client");
 
     let upgraded = raw_exchange(&server, &upgrade_request("HTTP/1.1", &token), true).await;

@@ -150,7 +150,8 @@ impl RawWs {
 /// once, from the header alone: the payload is never sent, and the close still comes.
 #[actix_web::test]
 async fn a_declared_length_over_the_limit_closes_1009_before_any_payload() {
-    let server = Server::start(TestSettings::new().max_frame_bytes(4096)).await;
+    let server =
+        Server::start_in_process(TestSettings::new().set("server.max_frame_bytes", 4096)).await;
     for declared in [1u64 << 40, (1u64 << 63) - 1, 4097] {
         let mut client = RawWs::connect(&server, "declares-huge").await;
         client.send_header(0x81, declared).await;
@@ -170,7 +171,7 @@ async fn a_declared_length_over_the_limit_closes_1009_before_any_payload() {
 /// a valid message split mid-character does not.
 #[actix_web::test]
 async fn invalid_utf8_in_text_closes_1007() {
-    let server = Server::start(TestSettings::new()).await;
+    let server = Server::start_in_process(TestSettings::new()).await;
     let mut client = RawWs::connect(&server, "utf8").await;
     client
         .send_frame(0x81, b"\xCE\xBA\xE1\xBD\xB9\xED\xA0\x80edited")
@@ -201,7 +202,7 @@ async fn invalid_utf8_in_text_closes_1007() {
 /// answered with a normal close.
 #[actix_web::test]
 async fn malformed_control_frames_close_1002_or_1007() {
-    let server = Server::start(TestSettings::new()).await;
+    let server = Server::start_in_process(TestSettings::new()).await;
     let mut client = RawWs::connect(&server, "control").await;
     client.send_frame(0x09, b"frag").await;
     client.send_frame(0x80, b"ment").await;

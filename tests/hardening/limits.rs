@@ -44,10 +44,10 @@ async fn health_counts(server: &Server) -> (u64, u64) {
 /// still exact afterwards, and hang-ups give the seats and slots back.
 #[actix_web::test]
 async fn a_quota_burst_takes_no_global_slot_from_other_users() {
-    let server = Server::start(
+    let server = Server::start_in_process(
         TestSettings::new()
-            .max_connections(BURST_CAP)
-            .max_connections_per_user(BURST_QUOTA),
+            .set("limits.max_connections", BURST_CAP)
+            .set("limits.max_connections_per_user", BURST_QUOTA),
     )
     .await;
     let burst_token = token("burst");
@@ -150,7 +150,7 @@ const REFUSED_AT_ONCE: usize = 100;
 /// sockets still receive.
 #[actix_web::test]
 async fn a_node_at_its_open_files_limit_answers_1013_instead_of_hanging() {
-    let settings = TestSettings::new().max_connections(100_000);
+    let settings = TestSettings::new().set("limits.max_connections", 100_000);
     let server = Server::start_with_open_files(settings, SOFT_OPEN_FILES, HARD_OPEN_FILES).await;
     assert_eq!(
         health_counts(&server).await,
@@ -205,10 +205,10 @@ async fn measure_other_users_refused_during_a_1000_connect_burst() {
     const BURST: usize = 1_000;
     const OTHERS: usize = 40;
     const STRIDE: usize = (BURST + OTHERS) / OTHERS;
-    let server = Server::start(
+    let server = Server::start_in_process(
         TestSettings::new()
-            .max_connections(CAP)
-            .max_connections_per_user(5),
+            .set("limits.max_connections", CAP)
+            .set("limits.max_connections_per_user", 5),
     )
     .await;
     let burst_token = token("burst");

@@ -112,7 +112,7 @@ async fn trickle(mut writer: OwnedWriteHalf, chunk: Vec<u8>, total: usize, every
 /// error JSON before a single body byte is sent, and the connection is closed.
 #[actix_web::test]
 async fn unkeyed_post_is_refused_before_its_body_arrives() {
-    let server = Server::start(TestSettings::new()).await;
+    let server = Server::start_in_process(TestSettings::new()).await;
     for key_header in [
         None,
         Some("X-API-Key: wrong-key"),
@@ -132,7 +132,8 @@ async fn unkeyed_post_is_refused_before_its_body_arrives() {
 /// TIMEOUT) once the bound passes, while the client is still sending, and the connection closes.
 #[actix_web::test]
 async fn keyed_body_slower_than_the_bound_is_answered_408() {
-    let server = Server::start(TestSettings::new().env("WS__API__BODY_TIMEOUT_S", "1")).await;
+    let server =
+        Server::start_in_process(TestSettings::new().env("WS__API__BODY_TIMEOUT_S", "1")).await;
     let key = format!("X-API-Key: {API_KEY}");
     let stream = send_head(&server, &[&key, "Content-Length: 2000"]).await;
     let (mut reader, writer) = stream.into_split();
@@ -153,7 +154,7 @@ async fn keyed_body_slower_than_the_bound_is_answered_408() {
 /// body byte is sent.
 #[actix_web::test]
 async fn declared_oversized_body_is_refused_413_before_it_is_sent() {
-    let server = Server::start(TestSettings::new()).await;
+    let server = Server::start_in_process(TestSettings::new()).await;
     let key = format!("X-API-Key: {API_KEY}");
     let length = format!("Content-Length: {}", MAX_BODY_BYTES + 1);
     let mut stream = send_head(&server, &[&key, &length]).await;
@@ -165,7 +166,7 @@ async fn declared_oversized_body_is_refused_413_before_it_is_sent() {
 /// A keyed chunked body that grows past the limit is answered 413 with the error JSON.
 #[actix_web::test]
 async fn chunked_oversized_body_is_refused_413() {
-    let server = Server::start(TestSettings::new()).await;
+    let server = Server::start_in_process(TestSettings::new()).await;
     let key = format!("X-API-Key: {API_KEY}");
     let stream = send_head(&server, &[&key, "Transfer-Encoding: chunked"]).await;
     let (mut reader, writer) = stream.into_split();
