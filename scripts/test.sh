@@ -23,6 +23,9 @@ cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "==> no import cycle between modules"
+python3 scripts/module_cycles.py src actors/src
+
 echo "==> cargo test"
 cargo test --workspace --locked
 
