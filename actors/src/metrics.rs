@@ -1,11 +1,27 @@
 //! The Prometheus metrics that the actors update. Registered once into the server's registry;
 //! every label value is from a fixed set (never a user id, token or path).
 
+use std::ops::Deref;
+use std::sync::Arc;
+
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
-/// Metrics of connections, fan-out and the broker.
+/// Metrics of connections, fan-out and the broker: one shared handle (every session holds a
+/// clone, so a clone is one pointer, not a handle per metric).
 #[derive(Clone, Debug)]
-pub struct RelayMetrics {
+pub struct RelayMetrics(Arc<RelayCounters>);
+
+impl Deref for RelayMetrics {
+    type Target = RelayCounters;
+
+    fn deref(&self) -> &RelayCounters {
+        &self.0
+    }
+}
+
+/// The metrics behind a [`RelayMetrics`] handle.
+#[derive(Debug)]
+pub struct RelayCounters {
     /// Open WebSocket sessions.
     pub connections_active: IntGauge,
     /// Users with at least one open session on this node.
@@ -40,7 +56,7 @@ pub struct RelayMetrics {
 impl RelayMetrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let metrics = Self {
+        let metrics = RelayCounters {
             connections_active: IntGauge::new("ws_connections_active", "Open WebSocket sessions")?,
             users_active: IntGauge::new(
                 "ws_users_active",
@@ -114,7 +130,7 @@ impl RelayMetrics {
             )?,
         };
         metrics.register_all(registry)?;
-        Ok(metrics)
+        Ok(Self(Arc::new(metrics)))
     }
 
     /// Metrics registered nowhere, for actor tests.
@@ -123,6 +139,13 @@ impl RelayMetrics {
         Self::register(&Registry::new()).unwrap_or_else(|err| panic!("metrics: {err}"))
     }
 
+    /// Counts an upgrade outcome.
+    pub fn opened(&self, outcome: &str) {
+        self.connections_opened.with_label_values(&[outcome]).inc();
+    }
+}
+
+impl RelayCounters {
     fn register_all(&self, registry: &Registry) -> prometheus::Result<()> {
         registry.register(Box::new(self.connections_active.clone()))?;
         registry.register(Box::new(self.users_active.clone()))?;
@@ -138,10 +161,5 @@ impl RelayMetrics {
         registry.register(Box::new(self.subscribed_channels.clone()))?;
         registry.register(Box::new(self.publish_latency.clone()))?;
         Ok(())
-    }
-
-    /// Counts an upgrade outcome.
-    pub fn opened(&self, outcome: &str) {
-        self.connections_opened.with_label_values(&[outcome]).inc();
     }
 }
