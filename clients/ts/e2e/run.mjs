@@ -38,14 +38,19 @@ const step = (text) => console.log(`[${((Date.now() - started) / 1000).toFixed(2
 // Helpers: ports, waiting, Redis (RESP over a socket, no client library), JWT (HS256)
 // ------------------------------------------------------------------------------------------
 
-async function freePort() {
-  const server = net.createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address();
-  server.close();
-  await once(server, "close");
-  return port;
+// `count` distinct free ports: every listener stays open until all are chosen, so the system
+// cannot hand out the same port twice (one at a time it may, and two services then collide).
+async function freePorts(count) {
+  const servers = [];
+  for (let i = 0; i < count; i++) {
+    const server = net.createServer();
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    servers.push(server);
+  }
+  const ports = servers.map((server) => server.address().port);
+  await Promise.all(servers.map((server) => { server.close(); return once(server, "close"); }));
+  return ports;
 }
 
 async function waitFor(what, probe, deadlineMs = DEADLINE_MS) {
@@ -229,7 +234,7 @@ async function publishWhenSubscribed(redisPort, payload) {
 async function main() {
   if (!existsSync(SERVER_BIN)) throw new Error(`no server binary at ${SERVER_BIN} (cargo build, or set SERVER_BIN)`);
   if (!existsSync(join(clientRoot, "dist", "src", "index.js"))) throw new Error("run `npm run build` first");
-  const [redisPort, serverPort, webPort] = [await freePort(), await freePort(), await freePort()];
+  const [redisPort, serverPort, webPort] = await freePorts(3);
   await startRedis(redisPort);
   let server = await startServer(serverPort, redisPort);
   const web = startWebServer(webPort, serverPort);
