@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::json::{at, fmt, num};
+use super::json::{at, fmt, num, raw};
 use super::Reports;
 
 /// Writes the section heading and the details of every run-mode scenario in `reports`.
@@ -64,7 +64,7 @@ fn connect(md: &mut String, v: &Value) {
         fmt(num(v, "connect.handshake.max_ms"), 2),
         at(v, "connect.failures").map_or_else(|| "{}".to_owned(), Value::to_string),
         fmt(num(v, "workers"), 0),
-        at(v, "src_addrs").map_or_else(String::new, Value::to_string),
+        raw(v, "src_addrs"),
     );
 }
 
@@ -142,8 +142,8 @@ fn drain(md: &mut String, v: &Value) {
         fmt(num(v, "drain.server_exit_after_s"), 2),
         fmt(num(v, "drain.closes"), 0),
         fmt(num(v, "drain.closes_1012"), 0),
-        at(v, "drain.all_1012").map_or_else(String::new, Value::to_string),
-        at(v, "closes.codes").map_or_else(String::new, Value::to_string),
+        raw(v, "drain.all_1012"),
+        raw(v, "closes.codes"),
         fmt(num(v, "drain.histogram_bin_s"), 1),
     );
 }

@@ -20,6 +20,11 @@ pub(super) fn num(v: &Value, path: &str) -> Option<f64> {
     at(v, path).and_then(Value::as_f64)
 }
 
+/// The value at `path` as compact JSON (strings quoted), or an empty string.
+pub(super) fn raw(v: &Value, path: &str) -> String {
+    at(v, path).map_or_else(String::new, Value::to_string)
+}
+
 /// `v` with `decimals` decimals (thousands grouped when 0), or `n/a`.
 pub(super) fn fmt(v: Option<f64>, decimals: usize) -> String {
     match v {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::json::{at, fmt, num};
+use super::json::{at, fmt, num, raw};
 
 /// Writes the stuck-reader scenario's heading, lines and plot.
 pub(super) fn write(md: &mut String, v: &Value) {
@@ -20,8 +20,8 @@ pub(super) fn write(md: &mut String, v: &Value) {
         fmt(num(v, "config.settle_s"), 0),
         fmt(num(v, "rss.after_kb"), 0),
         fmt(num(v, "rss.after_over_baseline_kb"), 0),
-        at(v, "rss.after_each_round_kb").map_or_else(String::new, Value::to_string),
-        at(v, "rss.back_near_baseline").map_or_else(String::new, Value::to_string),
+        raw(v, "rss.after_each_round_kb"),
+        raw(v, "rss.back_near_baseline"),
     );
     let rounds = at(v, "rounds")
         .and_then(Value::as_array)
@@ -33,7 +33,7 @@ pub(super) fn write(md: &mut String, v: &Value) {
     let _ = writeln!(
         md,
         "- Server metrics over the run (after − before): {}.",
-        at(v, "server_metrics").map_or_else(String::new, Value::to_string),
+        raw(v, "server_metrics"),
     );
     let _ = writeln!(
         md,
@@ -45,7 +45,7 @@ pub(super) fn write(md: &mut String, v: &Value) {
         fmt(num(v, "live.latency_during_flood.max_ms"), 2),
         fmt(num(v, "live.received"), 0),
         fmt(num(v, "live.published"), 0),
-        at(v, "live.closed").map_or_else(String::new, Value::to_string),
+        raw(v, "live.closed"),
     );
     let _ = writeln!(md, "\n![stuck](stuck.svg)\n");
 }
@@ -69,7 +69,7 @@ fn round(md: &mut String, v: &Value, r: &Value) {
         fmt(num(v, "config.read_after_s"), 1),
         fmt(num(r, "stuck_socket.bytes"), 0),
         fmt(num(r, "stuck_socket.text_frames"), 0),
-        at(r, "stuck_socket.close_code").map_or_else(String::new, Value::to_string),
+        raw(r, "stuck_socket.close_code"),
         at(r, "stuck_socket.end").and_then(Value::as_str).unwrap_or("?"),
     );
     let _ = writeln!(
