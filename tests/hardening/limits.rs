@@ -6,6 +6,7 @@
 //!   `limits.max_connections` within it, so a full node answers 1013 instead of hanging.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -38,6 +39,29 @@ async fn health_counts(server: &Server) -> (u64, u64) {
     (count("connections"), count("max_connections"))
 }
 
+/// Runs every connect of `connects` at once while sampling `/healthz`: their results, and the
+/// most sockets the node held meanwhile.
+async fn connect_while_sampling<F: Future>(
+    server: &Server,
+    connects: impl IntoIterator<Item = F>,
+) -> (Vec<F::Output>, u64) {
+    let connecting = Cell::new(true);
+    let most_open = Cell::new(0u64);
+    let sample_open = async {
+        while connecting.get() {
+            most_open.set(most_open.get().max(health_counts(server).await.0));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let burst = async {
+        let clients = join_all(connects).await;
+        connecting.set(false);
+        clients
+    };
+    let (clients, ()) = futures_util::join!(burst, sample_open);
+    (clients, most_open.get())
+}
+
 /// One user fires 300 concurrent connects (5 admitted, the rest refused 4000, their closes left
 /// unread so they linger) while 20 other users connect, interleaved with the burst: every other
 /// user is admitted, nobody is refused 1013, the node never holds more than the cap, the cap is
@@ -60,25 +84,11 @@ async fn a_quota_burst_takes_no_global_slot_from_other_users() {
         let server = &server;
         async move { (user, server.connect(&token).await) }
     });
-    let connecting = Cell::new(true);
-    let most_open = Cell::new(0u64);
-    let sample_open = async {
-        while connecting.get() {
-            let (open, _) = health_counts(&server).await;
-            most_open.set(most_open.get().max(open));
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    let burst = async {
-        let clients = join_all(connects).await;
-        connecting.set(false);
-        clients
-    };
-    let (clients, ()) = futures_util::join!(burst, sample_open);
+    let (clients, most_open) = connect_while_sampling(&server, connects).await;
     assert!(
-        most_open.get() <= BURST_CAP,
+        most_open <= BURST_CAP,
         "the node held {} sockets, over its cap of {BURST_CAP}",
-        most_open.get()
+        most_open
     );
 
     // The burst clients never read their closes; the other users must all have been admitted.
@@ -101,7 +111,7 @@ async fn a_quota_burst_takes_no_global_slot_from_other_users() {
         opened(&server, "quota_global").await,
         0.0,
         "a socket was refused 1013 while the node held at most {} of {BURST_CAP}",
-        most_open.get()
+        most_open
     );
 
     // The cap is still exact: fill it with new users, then the next one is refused 1013.
@@ -218,20 +228,7 @@ async fn measure_other_users_refused_during_a_1000_connect_burst() {
         let server = &server;
         async move { (user, server.connect(&token).await) }
     });
-    let connecting = Cell::new(true);
-    let most_open = Cell::new(0u64);
-    let sample_open = async {
-        while connecting.get() {
-            most_open.set(most_open.get().max(health_counts(&server).await.0));
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    let burst = async {
-        let clients = join_all(connects).await;
-        connecting.set(false);
-        clients
-    };
-    let (clients, ()) = futures_util::join!(burst, sample_open);
+    let (clients, most_open) = connect_while_sampling(&server, connects).await;
     let mut refused_1013 = 0;
     let mut others = 0;
     for (user, mut client) in clients {
@@ -246,7 +243,7 @@ async fn measure_other_users_refused_during_a_1000_connect_burst() {
     println!(
         "burst of {BURST} connects, cap {CAP}: {refused_1013} of {others} other users refused \
          1013; the node held at most {} sockets; quota_user {}, quota_global {}",
-        most_open.get(),
+        most_open,
         opened(&server, "quota_user").await,
         opened(&server, "quota_global").await,
     );
