@@ -18,7 +18,7 @@ use actix::prelude::*;
 
 use crate::ids::{ConnId, UserId};
 use crate::metrics::RelayMetrics;
-use crate::payload::Payload;
+use crate::payload::{Payload, Published};
 use crate::session::{Deliver, JoinRefusal, SessionControl, SessionLink};
 use crate::trace::{find_timestamp, find_traceparent, ForwardTracer};
 
@@ -53,8 +53,8 @@ pub struct Leave {
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
 pub struct Fanout {
-    /// The bytes to send to each session.
-    pub payload: Payload,
+    /// The message for each session.
+    pub message: Published,
 }
 
 /// Sent by the shard once it has forgotten the hub: the hub stops.
@@ -203,15 +203,15 @@ impl Handler<Fanout> for UserHub {
 
     fn handle(&mut self, fanout: Fanout, _: &mut Context<Self>) {
         let _span = self
-            .forward_span(&fanout.payload)
+            .forward_span(&fanout.message.payload)
             .map(tracing::Span::entered);
-        self.observe_latency(&fanout.payload);
+        self.observe_latency(&fanout.message.payload);
         if self.sessions.is_empty() {
             self.count_dropped("no_session", 1);
             return;
         }
         // The last session takes the payload itself: a user with one socket costs no clone.
-        let mut payload = Some(fanout.payload);
+        let mut payload = Some(fanout.message.payload);
         let mut links = self.sessions.values().peekable();
         let mut gone = 0;
         while let Some(link) = links.next() {

@@ -1,4 +1,5 @@
-//! Identifier newtypes: who a socket belongs to and which socket it is.
+//! Identifier newtypes: who a socket belongs to, which socket it is, and which replica (node)
+//! holds it.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,5 +86,46 @@ mod tests {
         let id = UserId::new("a*?[:é");
         assert_eq!(id.as_str(), "a*?[:é");
         assert_eq!(id.to_string(), "a*?[:é");
+    }
+}
+
+/// This process among the replicas sharing a Redis: `<hostname>-<8 hex digits>`, made once at
+/// start-up (a restarted pod is a new node). Names the node in leases, heartbeats and the console.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct NodeId(Arc<str>);
+
+impl NodeId {
+    /// A fresh id: the host name (or `node`) and 32 random bits.
+    pub fn generate() -> Self {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty() && h.len() <= 64)
+            .unwrap_or_else(|| "node".to_owned());
+        let random = uuid::Uuid::new_v4().as_u128() as u32;
+        Self(Arc::from(format!("{host}-{random:08x}")))
+    }
+
+    /// An id given as is (tests).
+    pub fn new(id: &str) -> Self {
+        Self(Arc::from(id))
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({:?})", &*self.0)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }

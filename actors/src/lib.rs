@@ -12,6 +12,7 @@
 //! - [`directory`] — sharded `DirectoryShard` actors that find or create hubs.
 //! - [`broker`] — the in-process and Redis brokers behind one handle, and what they exchange
 //!   with the directory (`RouteUser`, `Interest`, `RouteSink`).
+//! - [`history`] — per-user history: positions, durable publishing, reads for a resume.
 //! - [`drain`] — the `DrainCoordinator` actor: readiness and graceful drain, and its pacing.
 //! - [`metrics`] — the Prometheus metrics the actors update.
 //! - [`trace`] — the forward-span hook and payload scans for `traceparent` and `ts`.
@@ -36,6 +37,7 @@ pub mod client_frames;
 pub mod close;
 pub mod directory;
 pub mod drain;
+pub mod history;
 pub mod hub;
 pub mod ids;
 #[cfg(feature = "kafka")]
@@ -53,8 +55,8 @@ pub use close::{CloseCode, CloseReason, ErrorCode};
 pub use directory::Directory;
 pub use drain::{DrainCoordinator, DrainState, SpreadCloses};
 pub use hub::HubSettings;
-pub use ids::{ConnId, UserId};
+pub use ids::{ConnId, NodeId, UserId};
 pub use limiter::{AdmissionRefusal, ConnectionLimiter, ConnectionPermit, LingerSlot};
 pub use metrics::RelayMetrics;
-pub use payload::Payload;
+pub use payload::{Payload, Published};
 pub use session::{HubLink, Session, SessionConfig, SessionParams, SpawnError, Upgraded};

@@ -4,6 +4,8 @@
 use bytes::Bytes;
 use bytestring::ByteString;
 
+use crate::history::Position;
+
 /// One message for a user's sockets. Cloning clones a handle, not the bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Payload {
@@ -38,6 +40,35 @@ impl Payload {
     /// Whether the payload has no bytes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A message on its way to a user's sockets: the payload and, for a durable publish, its
+/// position in the user's history. Cloning clones handles.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The bytes as published.
+    pub payload: Payload,
+    /// Where a durable message sits in the user's history; `None` for a plain publish.
+    pub position: Option<Position>,
+}
+
+impl Published {
+    /// A durable message at `position`.
+    pub fn durable(payload: Payload, position: Position) -> Self {
+        Self {
+            payload,
+            position: Some(position),
+        }
+    }
+}
+
+impl From<Payload> for Published {
+    fn from(payload: Payload) -> Self {
+        Self {
+            payload,
+            position: None,
+        }
     }
 }
 

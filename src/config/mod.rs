@@ -13,14 +13,16 @@
 //! - `de` — lists and maps read from TOML or from one environment string.
 //! - `validate` — [`Settings::validate`] and the rules every section shares.
 //! - `error` — [`SettingsError`].
-//! - `server`, `auth`, `redis`, `limits`, `shutdown`, `api`, `telemetry`, `kafka` — one
-//!   `[section]` each: its keys, their defaults and their rules.
+//! - `server`, `auth`, `redis`, `limits`, `history`, `console`, `shutdown`, `api`, `telemetry`,
+//!   `kafka` — one `[section]` each: its keys, their defaults and their rules.
 
 mod api;
 mod auth;
+mod console;
 mod de;
 mod env;
 mod error;
+mod history;
 mod kafka;
 mod limits;
 mod load;
@@ -39,10 +41,12 @@ use serde::Deserialize;
 
 pub use self::api::ApiSettings;
 pub use self::auth::AuthSettings;
+pub use self::console::ConsoleSettings;
 pub use self::env::{ENV_PREFIX, ENV_SEPARATOR};
 pub use self::error::SettingsError;
+pub use self::history::HistorySettings;
 pub use self::kafka::{KafkaRoute, KafkaSettings};
-pub use self::limits::LimitSettings;
+pub use self::limits::{LimitSettings, QuotaScope};
 pub use self::load::FILE_NAME;
 pub use self::redis::RedisSettings;
 pub use self::server::ServerSettings;
@@ -61,6 +65,10 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// `[limits]`: quotas and timeouts.
     pub limits: LimitSettings,
+    /// `[history]`: per-user history, durable publishing and resume.
+    pub history: HistorySettings,
+    /// `[console]`: the operator console.
+    pub console: ConsoleSettings,
     /// `[shutdown]`: the drain on SIGTERM.
     pub shutdown: ShutdownSettings,
     /// `[api]`: the publish API.

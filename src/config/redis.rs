@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::de::string_list;
 use super::SettingsError;
 
 /// `[redis]`: the broker.
@@ -12,6 +13,10 @@ pub struct RedisSettings {
     pub url: String,
     /// Channel of user `u` is `{channel_prefix}{u}`.
     pub channel_prefix: String,
+    /// Redis Cluster seed nodes (`redis://host:port` each); non-empty: cluster mode with
+    /// sharded pub/sub, and `url` is unused.
+    #[serde(deserialize_with = "string_list")]
+    pub cluster_nodes: Vec<String>,
 }
 
 impl Default for RedisSettings {
@@ -19,6 +24,7 @@ impl Default for RedisSettings {
         Self {
             url: String::new(),
             channel_prefix: "ws:".into(),
+            cluster_nodes: Vec::new(),
         }
     }
 }
@@ -26,21 +32,36 @@ impl Default for RedisSettings {
 impl RedisSettings {
     /// Checks `[redis]`: a `redis://` or `rediss://` URL (or none), and a channel prefix.
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
-        let has_scheme = ["redis://", "rediss://"]
-            .iter()
-            .any(|scheme| self.url.len() > scheme.len() && self.url.starts_with(scheme));
-        if !self.url.is_empty() && !has_scheme {
+        if !self.url.is_empty() && !is_redis_url(&self.url) {
             return Err(SettingsError::invalid(
                 "redis.url",
                 "expected redis://host[:port][/db] or rediss://…, or empty for the in-process broker",
             ));
         }
-        if self.channel_prefix.is_empty() {
+        if let Some(node) = self.cluster_nodes.iter().find(|node| !is_redis_url(node)) {
+            let reason = format!("expected redis://host:port for each node, got {node:?}");
+            return Err(SettingsError::invalid("redis.cluster_nodes", reason));
+        }
+        // Durable channels and history keys start with `{` (a hash tag), so no plain channel
+        // may: a prefix starting with `{` could make a user's channel another's durable one.
+        if self.channel_prefix.is_empty() || self.channel_prefix.starts_with('{') {
             return Err(SettingsError::invalid(
                 "redis.channel_prefix",
-                "must not be empty",
+                "must not be empty nor start with '{'",
             ));
         }
         Ok(())
     }
+
+    /// Whether any Redis is configured (a URL or cluster nodes).
+    pub fn configured(&self) -> bool {
+        !self.url.is_empty() || !self.cluster_nodes.is_empty()
+    }
+}
+
+/// `redis://…` or `rediss://…` with something after the scheme.
+fn is_redis_url(url: &str) -> bool {
+    ["redis://", "rediss://"]
+        .iter()
+        .any(|scheme| url.len() > scheme.len() && url.starts_with(scheme))
 }

@@ -17,6 +17,8 @@ impl Settings {
         self.auth.validate(dev)?;
         self.redis.validate()?;
         self.limits.validate()?;
+        self.history.validate()?;
+        self.console.validate(dev)?;
         self.shutdown.validate()?;
         self.api.validate()?;
         self.telemetry.validate()?;

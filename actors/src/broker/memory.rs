@@ -6,7 +6,7 @@ use futures_util::future::{self, BoxFuture};
 
 use super::{BrokerError, Publish, RouteSink, RouteUser};
 use crate::ids::UserId;
-use crate::payload::Payload;
+use crate::payload::{Payload, Published};
 
 /// Publishes into this node's directory.
 pub struct MemoryPublisher {
@@ -28,10 +28,10 @@ impl Publish for MemoryPublisher {
         users: Vec<UserId>,
         payload: Bytes,
     ) -> BoxFuture<'static, Result<(), BrokerError>> {
-        let payload = Payload::from_bytes(payload);
+        let message = Published::from(Payload::from_bytes(payload));
         let routes = users
             .into_iter()
-            .map(|user| (RouteUser::Id(user), payload.clone()))
+            .map(|user| (RouteUser::Id(user), message.clone()))
             .collect();
         self.directory.route_all(routes);
         Box::pin(future::ready(Ok(())))

@@ -24,7 +24,7 @@ use super::{
 use crate::backoff::full_jitter;
 use crate::ids::UserId;
 use crate::metrics::RelayMetrics;
-use crate::payload::Payload;
+use crate::payload::{Payload, Published};
 
 /// Channels per SUBSCRIBE or UNSUBSCRIBE command.
 const SUBSCRIBE_BATCH: usize = 1000;
@@ -185,7 +185,7 @@ impl RedisSubscriber {
 
     /// The user and payload of a `message` push on one of our channels; the channel name and
     /// body are taken over as they are, without a copy.
-    fn message(&self, data: Vec<Value>) -> Option<(RouteUser, Payload)> {
+    fn message(&self, data: Vec<Value>) -> Option<(RouteUser, Published)> {
         let mut fields = data.into_iter();
         let (Some(Value::BulkString(channel)), Some(Value::BulkString(body))) =
             (fields.next(), fields.next())
@@ -193,7 +193,7 @@ impl RedisSubscriber {
             return None;
         };
         let user = RouteUser::from_channel(channel, &self.prefix)?;
-        Some((user, Payload::from_bytes(Bytes::from(body))))
+        Some((user, Payload::from_bytes(Bytes::from(body)).into()))
     }
 
     fn set_health(&mut self, health: BrokerHealth) {

@@ -6,7 +6,7 @@
 use actix::Message;
 
 use crate::ids::UserId;
-use crate::payload::Payload;
+use crate::payload::Published;
 
 /// Whether this node wants a user's broker channel. Sent to the broker subscriber in order, per
 /// user, so the last one it received for a user is the truth.
@@ -67,7 +67,7 @@ impl RouteUser {
 /// user's hub. Never waits: what cannot be queued is dropped and counted by the sink.
 pub trait RouteSink: Send + Sync {
     /// Hands each message to its user's hub, in order per user.
-    fn route_all(&self, routes: Vec<(RouteUser, Payload)>);
+    fn route_all(&self, routes: Vec<(RouteUser, Published)>);
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use crate::hub::ClosePacing;
 pub use crate::hub::HubSettings;
 use crate::ids::{ConnId, UserId};
 use crate::metrics::RelayMetrics;
-use crate::payload::Payload;
+use crate::payload::Published;
 use crate::session::{HubLink, JoinHub, LeaveHub, SessionLink};
 
 /// The handle everything else uses: routes each call to the shard of its user.
@@ -120,12 +120,12 @@ impl Directory {
     /// Hands many broker messages to their users' hubs: one envelope per shard for up to
     /// [`ROUTE_BATCH_MAX`] of them, in order per user. Never waits; what does not fit in a
     /// shard's queue of [`ROUTE_QUEUE_MAX`] messages is dropped and counted (`overload`).
-    pub fn route_all(&self, routes: impl IntoIterator<Item = (RouteUser, Payload)>) {
-        let mut batches: Vec<Vec<(RouteUser, Payload)>> =
+    pub fn route_all(&self, routes: impl IntoIterator<Item = (RouteUser, Published)>) {
+        let mut batches: Vec<Vec<(RouteUser, Published)>> =
             self.shards.iter().map(|_| Vec::new()).collect();
-        for (user, payload) in routes {
+        for (user, message) in routes {
             let index = self.shard_index(user.as_str());
-            batches[index].push((user, payload));
+            batches[index].push((user, message));
             if batches[index].len() == ROUTE_BATCH_MAX {
                 self.send_batch(index, std::mem::take(&mut batches[index]));
             }
@@ -138,7 +138,7 @@ impl Directory {
     }
 
     /// Sends to a shard what its queue has room for; the rest is dropped and counted.
-    fn send_batch(&self, shard: usize, mut routes: Vec<(RouteUser, Payload)>) {
+    fn send_batch(&self, shard: usize, mut routes: Vec<(RouteUser, Published)>) {
         let room = self.queues[shard].reserve(routes.len());
         self.count_dropped("overload", routes.len() - room.granted());
         routes.truncate(room.granted());
@@ -174,7 +174,7 @@ impl Directory {
 }
 
 impl RouteSink for Directory {
-    fn route_all(&self, routes: Vec<(RouteUser, Payload)>) {
+    fn route_all(&self, routes: Vec<(RouteUser, Published)>) {
         Directory::route_all(self, routes);
     }
 }

@@ -15,7 +15,7 @@ use crate::hub::{
 };
 use crate::ids::UserId;
 use crate::metrics::RelayMetrics;
-use crate::payload::Payload;
+use crate::payload::Published;
 use crate::session::{JoinHub, JoinRefusal, LeaveHub, SessionControl};
 
 /// Broker messages for users of one shard, in the order the broker delivered them.
@@ -23,7 +23,7 @@ use crate::session::{JoinHub, JoinRefusal, LeaveHub, SessionControl};
 #[rtype(result = "()")]
 pub(super) struct RouteBatch {
     /// Each user with its message.
-    pub(super) routes: Vec<(RouteUser, Payload)>,
+    pub(super) routes: Vec<(RouteUser, Published)>,
     /// Their room in the shard's queue, given back when the batch is dropped.
     pub(super) room: RouteRoom,
 }
@@ -94,10 +94,12 @@ impl DirectoryShard {
     }
 
     /// Hands one message to the user's hub, or counts it dropped when the user has none here.
-    fn route(&self, user: &str, payload: Payload) {
-        self.metrics.message_size.observe(payload.len() as f64);
+    fn route(&self, user: &str, message: Published) {
+        self.metrics
+            .message_size
+            .observe(message.payload.len() as f64);
         match self.hubs.get(user) {
-            Some(entry) => entry.addr.do_send(Fanout { payload }),
+            Some(entry) => entry.addr.do_send(Fanout { message }),
             None => self
                 .metrics
                 .messages_dropped

@@ -8,7 +8,7 @@ use super::shard::DirectoryShard;
 use super::Directory;
 use crate::broker::RouteUser;
 use crate::ids::UserId;
-use crate::payload::Payload;
+use crate::payload::Published;
 
 /// How many hubs a shard holds.
 #[derive(Message, Debug)]
@@ -26,8 +26,8 @@ impl Handler<HubCount> for DirectoryShard {
 impl Directory {
     /// Hands a broker message to the user's hub, if the user has one here (as
     /// [`Directory::route_all`] does for many).
-    pub fn route(&self, user: UserId, payload: Payload) {
-        self.route_all([(RouteUser::Id(user), payload)]);
+    pub fn route(&self, user: UserId, message: impl Into<Published>) {
+        self.route_all([(RouteUser::Id(user), message.into())]);
     }
 
     /// How many users have a hub on this node, summed over the shards.

@@ -187,6 +187,7 @@ impl KafkaSettings {
         let owner_redis = RedisSettings {
             url: self.owner_redis_url.clone(),
             channel_prefix: redis.channel_prefix.clone(),
+            cluster_nodes: Vec::new(),
         };
         owner_redis.validate().map_err(|_| {
             SettingsError::invalid(

@@ -1,0 +1,182 @@
+//! Per-user history: durable publishing with positions, and the reads a resume needs.
+//!
+//! A *durable* publish appends the message to its user's history and publishes it in one
+//! atomic step, and gives it a [`Position`]: the user's [`Epoch`] (which incarnation of the
+//! history) and a dense offset (1, 2, 3, …). The [`History`] trait is implemented twice: in
+//! Redis (`redis`, a Redis Function: stream + meta record + durable channel) and in process
+//! (`memory`, for the in-process broker), with the same semantics.
+//!
+//! The contract (DESIGN.md, "Delivery guarantees"): an offset is never reused within an epoch;
+//! the history keeps the last `size` messages and expires after `ttl` of quiet; a lost history
+//! (Redis restarted empty, meta record deleted) comes back under a new epoch.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+
+use crate::broker::BrokerError;
+use crate::ids::UserId;
+
+/// Names one incarnation of a user's history: `[A-Za-z0-9_-]{1,32}`. Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Epoch(Arc<str>);
+
+impl Epoch {
+    /// Most bytes in an epoch.
+    pub const MAX_LEN: usize = 32;
+
+    /// Parses an epoch, refusing anything outside `[A-Za-z0-9_-]{1,32}`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let valid = !text.is_empty()
+            && text.len() <= Self::MAX_LEN
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        valid.then(|| Self(Arc::from(text)))
+    }
+
+    /// The epoch as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Epoch({})", &*self.0)
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a durable message sits in its user's history.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Position {
+    /// The history's incarnation.
+    pub epoch: Epoch,
+    /// 1 for the first message of the epoch, then dense.
+    pub offset: u64,
+}
+
+impl Position {
+    /// Parses `<epoch>:<offset>` (the `since` query value).
+    pub fn parse(text: &str) -> Option<Self> {
+        let (epoch, offset) = text.rsplit_once(':')?;
+        if offset.is_empty() || !offset.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(Self {
+            epoch: Epoch::parse(epoch)?,
+            offset: offset.parse().ok()?,
+        })
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.epoch, self.offset)
+    }
+}
+
+/// One message kept in a history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Its offset in the epoch.
+    pub offset: u64,
+    /// The payload, bytes as published.
+    pub payload: Bytes,
+    /// When it was appended, in milliseconds since the Unix epoch (for the console).
+    pub time_ms: u64,
+}
+
+/// A consistent snapshot of a user's history: its epoch and top offset, and the entries after
+/// the offset asked for, read at the same instant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryRead {
+    /// The current epoch (a fresh one is made when the user has no history at all).
+    pub epoch: Epoch,
+    /// The offset of the last message published in the epoch (0: none yet).
+    pub top: u64,
+    /// Entries with offset > the `after` asked for, ascending, at most the `max` asked for.
+    /// They are the *kept* entries: when older ones were trimmed or expired, the first entry's
+    /// offset is above `after + 1`.
+    pub entries: Vec<HistoryEntry>,
+}
+
+/// How the history is kept: `size` messages per user, for `ttl` after the last append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// Messages kept per user.
+    pub size: usize,
+    /// The whole history of a quiet user expires after this.
+    pub ttl: Duration,
+}
+
+/// How long a publish's `Idempotency-Key` is remembered.
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(300);
+
+/// The largest idempotency key accepted, in bytes.
+pub const IDEMPOTENCY_KEY_MAX: usize = 128;
+
+/// A user's history store: durable publishing and reads.
+pub trait History: Send + Sync {
+    /// Appends `payload` to the history of each of `users` and publishes it to them, each user
+    /// in one atomic step; answers each user's position, in the order of `users`. With
+    /// `idempotency_key`, a user already published under that key within
+    /// [`IDEMPOTENCY_WINDOW`] gets its earlier position and nothing is published again.
+    fn publish(
+        &self,
+        users: Vec<UserId>,
+        payload: Bytes,
+        idempotency_key: Option<String>,
+    ) -> BoxFuture<'static, Result<Vec<Position>, BrokerError>>;
+
+    /// Reads `user`'s epoch, top offset and up to `max` entries after offset `after` (in the
+    /// current epoch), in one consistent snapshot.
+    fn read(
+        &self,
+        user: UserId,
+        after: u64,
+        max: usize,
+    ) -> BoxFuture<'static, Result<HistoryRead, BrokerError>>;
+
+    /// Starts a new epoch for `user` unless the epoch already differs from `lost`: used when
+    /// the server finds the top below an offset it handed out (a failover lost entries).
+    /// Answers the epoch and top now in force.
+    fn renew_epoch(
+        &self,
+        user: UserId,
+        lost: Epoch,
+    ) -> BoxFuture<'static, Result<(Epoch, u64), BrokerError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_parse_from_since() {
+        let position = Position::parse("k2f9-a_1:17").expect("valid");
+        assert_eq!(position.epoch.as_str(), "k2f9-a_1");
+        assert_eq!(position.offset, 17);
+        assert_eq!(position.to_string(), "k2f9-a_1:17");
+        for bad in [
+            "",
+            ":1",
+            "e:",
+            "e:-1",
+            "e:1x",
+            "e!:1",
+            &format!("{}:1", "a".repeat(33)),
+        ] {
+            assert_eq!(Position::parse(bad), None, "{bad:?}");
+        }
+    }
+}
