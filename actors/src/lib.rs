@@ -13,11 +13,13 @@
 //! - [`broker`] — the in-process and Redis brokers behind one handle, and what they exchange
 //!   with the directory (`RouteUser`, `Interest`, `RouteSink`).
 //! - [`history`] — per-user history: positions, durable publishing, reads for a resume.
+//! - [`resume`] — the merge of history and live messages on a resume or catch-up.
 //! - [`drain`] — the `DrainCoordinator` actor: readiness and graceful drain, and its pacing.
 //! - [`metrics`] — the Prometheus metrics the actors update.
 //! - [`trace`] — the forward-span hook and payload scans for `traceparent` and `ts`.
 //! - [`wire`] — the server's WebSocket frames on a session's own TCP stream (the outbox).
 //! - [`client_frames`] — the client's frames, validated as RFC 6455 requires as they arrive.
+//! - [`v2`] — the JSON frames of client protocol v2, and [`v2::Protocol`].
 //! - [`utf8`] — incremental UTF-8 validation of text arriving in pieces.
 //! - [`backoff`] — capped exponential backoff with full jitter, for every retry loop.
 //! - `ingest` (feature `kafka`) — the Kafka ingest: platform events become notifications.
@@ -45,9 +47,11 @@ pub mod ingest;
 pub mod limiter;
 pub mod metrics;
 pub mod payload;
+pub mod resume;
 pub mod session;
 pub mod trace;
 pub mod utf8;
+pub mod v2;
 pub mod wire;
 
 pub use broker::{Broker, BrokerError, BrokerHealth, RedisConfig};
