@@ -116,6 +116,7 @@ fn start_broker(
     let config = RedisConfig {
         url: settings.redis.url.clone(),
         channel_prefix: settings.redis.channel_prefix.clone(),
+        durable: settings.history.enabled(),
     };
     let redis = Broker::redis(config).context("invalid setting redis.url")?;
     let directory = Directory::start(&handles, hubs, Some(redis.interest()), relay.clone());
@@ -238,6 +239,8 @@ pub async fn run_traced(
         allowed_origins: settings.server.allowed_origins.clone(),
         publish_api_key: Some(settings.api.publish_api_key.clone()).filter(|k| !k.is_empty()),
         trace_user_hash: UserIdHasher::from_settings(&settings.telemetry, &settings.auth)?,
+        history: None,
+        history_access: None,
     });
     let server = http_server(&settings, listener, workers, state, ingest_status)?;
     let handle = server.handle();

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use ws_actors::history::History;
+use ws_actors::session::HistoryAccess;
 use ws_actors::{Broker, ConnectionLimiter, Directory, DrainState, SessionConfig};
 
 use crate::auth::TokenValidator;
@@ -28,6 +30,10 @@ pub struct AppState {
     pub allowed_origins: Vec<String>,
     /// The publish API key; `None` disables the endpoint.
     pub publish_api_key: Option<String>,
+    /// The users' histories (durable publishing); `None` when `history.size` is 0.
+    pub history: Option<Arc<dyn History>>,
+    /// What v2 sessions read the history with; `None` when history is off.
+    pub history_access: Option<HistoryAccess>,
     /// Records a keyed hash of the user id on connect spans; `None`: nothing of it.
     pub trace_user_hash: Option<crate::telemetry::UserIdHasher>,
 }

@@ -70,6 +70,8 @@ pub enum CloseCode {
     TooBig,
     /// 1011: internal failure.
     Internal,
+    /// 1011: a service the session needs (the history in Redis) is unavailable.
+    ExternalService,
     /// 1012: the server is draining; reconnect with jitter.
     Restarting,
     /// 1013: the node is at its global connection cap.
@@ -94,7 +96,7 @@ impl CloseCode {
             CloseCode::InvalidPayload => 1007,
             CloseCode::PolicyViolation => 1008,
             CloseCode::TooBig => 1009,
-            CloseCode::Internal => 1011,
+            CloseCode::Internal | CloseCode::ExternalService => 1011,
             CloseCode::Restarting => 1012,
             CloseCode::TryAgainLater => 1013,
             CloseCode::UserQuota => 4000,
@@ -116,6 +118,7 @@ impl CloseCode {
                 Some(ErrorCode::AuthenticationError)
             }
             CloseCode::Internal => Some(ErrorCode::ConnectionError),
+            CloseCode::ExternalService => Some(ErrorCode::ExternalServiceError),
             CloseCode::Restarting => Some(ErrorCode::ServiceUnavailable),
             CloseCode::TryAgainLater | CloseCode::UserQuota => Some(ErrorCode::QuotaExceeded),
             CloseCode::Timeout => Some(ErrorCode::Timeout),
@@ -132,7 +135,7 @@ impl CloseCode {
             CloseCode::InvalidPayload => "1007",
             CloseCode::PolicyViolation => "1008",
             CloseCode::TooBig => "1009",
-            CloseCode::Internal => "1011",
+            CloseCode::Internal | CloseCode::ExternalService => "1011",
             CloseCode::Restarting => "1012",
             CloseCode::TryAgainLater => "1013",
             CloseCode::UserQuota => "4000",

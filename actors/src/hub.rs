@@ -21,6 +21,7 @@ use crate::metrics::RelayMetrics;
 use crate::payload::{Payload, Published};
 use crate::session::{Deliver, JoinRefusal, SessionControl, SessionLink};
 use crate::trace::{find_timestamp, find_traceparent, ForwardTracer};
+use crate::v2;
 
 /// Settings every hub of a shard shares.
 #[derive(Clone, Default)]
@@ -55,6 +56,15 @@ pub struct Leave {
 pub struct Fanout {
     /// The message for each session.
     pub message: Published,
+}
+
+/// The user's broker channels are subscribed and acknowledged (`resubscribed`: again, after
+/// the broker link was lost and came back). Forwarded by the shard.
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "()")]
+pub struct ChannelLive {
+    /// The link came back after an outage: v2 sessions catch up on what they missed.
+    pub resubscribed: bool,
 }
 
 /// Sent by the shard once it has forgotten the hub: the hub stops.
@@ -98,16 +108,21 @@ pub struct UserHub {
     /// Joins handled so far; the shard compares it with the joins it forwarded.
     joins_seen: u64,
     draining: bool,
+    /// The user's channels are subscribed (always, with the in-process broker).
+    live: bool,
+    /// How many sessions speak v2 (the hub then encodes each message's v2 frame once).
+    v2_sessions: usize,
 }
 
 impl UserHub {
     /// A hub for `user` with the shard's settings (quota, tracer), reporting to `shard` when
-    /// it empties.
+    /// it empties; `live` when its channels need no subscription (the in-process broker).
     pub fn new(
         user: UserId,
         settings: HubSettings,
         shard: Recipient<HubIdle>,
         metrics: RelayMetrics,
+        live: bool,
     ) -> Self {
         Self {
             user,
@@ -117,6 +132,8 @@ impl UserHub {
             metrics,
             joins_seen: 0,
             draining: false,
+            live,
+            v2_sessions: 0,
         }
     }
 
@@ -143,6 +160,10 @@ impl UserHub {
             return;
         }
         join.link.control.do_send(SessionControl::Joined);
+        if self.live {
+            join.link.control.do_send(SessionControl::Subscribed);
+        }
+        self.v2_sessions += usize::from(join.link.v2);
         self.sessions.insert(join.conn, join.link);
     }
 }
@@ -192,7 +213,8 @@ impl Handler<Leave> for UserHub {
     type Result = ();
 
     fn handle(&mut self, leave: Leave, _: &mut Context<Self>) {
-        if self.sessions.remove(&leave.conn).is_some() {
+        if let Some(link) = self.sessions.remove(&leave.conn) {
+            self.v2_sessions -= usize::from(link.v2);
             self.report_if_idle();
         }
     }
@@ -210,20 +232,23 @@ impl Handler<Fanout> for UserHub {
             self.count_dropped("no_session", 1);
             return;
         }
-        // The last session takes the payload itself: a user with one socket costs no clone.
-        let mut payload = Some(fanout.message.payload);
+        let v2_frame = (self.v2_sessions > 0)
+            .then(|| v2::message_of(fanout.message.position.as_ref(), &fanout.message.payload));
+        // The last session takes the message itself: a user with one socket costs no clone.
+        let mut message = Some(fanout.message);
         let mut links = self.sessions.values().peekable();
         let mut gone = 0;
         while let Some(link) = links.next() {
-            let payload = match links.peek() {
-                Some(_) => payload.clone(),
-                None => payload.take(),
+            let message = match links.peek() {
+                Some(_) => message.clone(),
+                None => message.take(),
             };
-            match payload {
+            match message {
                 // A session counts what it is handed, as forwarded once written or as dropped.
-                Some(payload) if link.deliver.connected() => {
-                    link.deliver.do_send(Deliver { payload })
-                }
+                Some(message) if link.deliver.connected() => link.deliver.do_send(Deliver {
+                    message,
+                    v2_frame: link.v2.then(|| v2_frame.clone()).flatten(),
+                }),
                 // Stopped, its leave not yet here: nobody else will count this one.
                 Some(_) => gone += 1,
                 None => {}
@@ -252,6 +277,23 @@ impl Handler<DrainHub> for UserHub {
         for link in self.sessions.values() {
             let after = drain.pacing.close_delay();
             link.control.do_send(SessionControl::Drain { after });
+        }
+    }
+}
+
+impl Handler<ChannelLive> for UserHub {
+    type Result = ();
+
+    fn handle(&mut self, live: ChannelLive, _: &mut Context<Self>) {
+        let first = !self.live;
+        self.live = true;
+        let control = match (first, live.resubscribed) {
+            (true, _) => SessionControl::Subscribed,
+            (false, true) => SessionControl::CatchUp,
+            (false, false) => return,
+        };
+        for link in self.sessions.values().filter(|link| link.v2) {
+            link.control.do_send(control.clone());
         }
     }
 }
@@ -326,16 +368,19 @@ mod tests {
             tracer: None,
         };
         let metrics = RelayMetrics::unregistered();
-        let hub = UserHub::new(UserId::new("u"), settings, shard.recipient(), metrics).start();
+        let hub =
+            UserHub::new(UserId::new("u"), settings, shard.recipient(), metrics, true).start();
         let (session_tx, mut session_rx) = mpsc::unbounded_channel();
         let session = Probe(session_tx).start();
         let conn = ConnId::next();
         let link = SessionLink {
             deliver: session.clone().recipient(),
             control: session.recipient(),
+            v2: false,
         };
         hub.do_send(Join { conn, link });
         assert_eq!(next(&mut session_rx).await, "Joined");
+        assert_eq!(next(&mut session_rx).await, "Subscribed");
         let pacing = Arc::new(Fixed(Duration::from_millis(7)));
         hub.do_send(DrainHub { pacing });
         assert_eq!(next(&mut session_rx).await, "Drain { after: 7ms }");

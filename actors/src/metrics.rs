@@ -51,6 +51,21 @@ pub struct RelayCounters {
     pub subscribed_channels: IntGauge,
     /// From the payload's `ts` to the fan-out to sockets.
     pub publish_latency: Histogram,
+    /// Durable publish requests, by source (`api`, `ingest`, `console`) and outcome (`ok`,
+    /// `error`).
+    pub durable_publishes: IntCounterVec,
+    /// Messages appended to users' histories (one per user of a durable publish).
+    pub history_appends: IntCounter,
+    /// v2 resumes (connects with `since`), by outcome: recovered, epoch, ahead, too_far,
+    /// trimmed.
+    pub resumes: IntCounterVec,
+    /// History messages sent by resumes and catch-ups.
+    pub messages_replayed: IntCounter,
+    /// Catch-ups of live v2 sockets, by cause: reconnect (the broker link came back), gap (an
+    /// offset was skipped).
+    pub catch_ups: IntCounterVec,
+    /// `reset` frames sent to live v2 sockets, by reason.
+    pub resets: IntCounterVec,
 }
 
 impl RelayMetrics {
@@ -128,6 +143,36 @@ impl RelayMetrics {
                     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 ]),
             )?,
+            durable_publishes: IntCounterVec::new(
+                Opts::new(
+                    "ws_durable_publishes_total",
+                    "Durable publish requests, by source and outcome",
+                ),
+                &["source", "outcome"],
+            )?,
+            history_appends: IntCounter::new(
+                "ws_history_appends_total",
+                "Messages appended to user histories",
+            )?,
+            resumes: IntCounterVec::new(
+                Opts::new("ws_resumes_total", "Protocol v2 resumes by outcome"),
+                &["outcome"],
+            )?,
+            messages_replayed: IntCounter::new(
+                "ws_messages_replayed_total",
+                "History messages sent by resumes and catch-ups",
+            )?,
+            catch_ups: IntCounterVec::new(
+                Opts::new(
+                    "ws_catch_ups_total",
+                    "Catch-ups of live v2 sockets, by cause",
+                ),
+                &["cause"],
+            )?,
+            resets: IntCounterVec::new(
+                Opts::new("ws_resets_total", "Reset frames sent to live v2 sockets"),
+                &["reason"],
+            )?,
         };
         metrics.register_all(registry)?;
         Ok(Self(Arc::new(metrics)))
@@ -160,6 +205,12 @@ impl RelayCounters {
         registry.register(Box::new(self.broker_reconnects.clone()))?;
         registry.register(Box::new(self.subscribed_channels.clone()))?;
         registry.register(Box::new(self.publish_latency.clone()))?;
+        registry.register(Box::new(self.durable_publishes.clone()))?;
+        registry.register(Box::new(self.history_appends.clone()))?;
+        registry.register(Box::new(self.resumes.clone()))?;
+        registry.register(Box::new(self.messages_replayed.clone()))?;
+        registry.register(Box::new(self.catch_ups.clone()))?;
+        registry.register(Box::new(self.resets.clone()))?;
         Ok(())
     }
 }

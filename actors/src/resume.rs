@@ -54,6 +54,55 @@ fn fills(entries: &[HistoryEntry], after: u64, top: u64) -> bool {
     expected == top + 1
 }
 
+/// How a read compares with where the socket stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything after the position is in the history: replayed.
+    Recovered,
+    /// A fresh socket without a position: it starts at the top.
+    Fresh,
+    /// The position is of another epoch (the history was lost or renewed).
+    Epoch,
+    /// The position is beyond the top (the history lost entries the socket had).
+    Ahead,
+    /// More than `max_replay` messages are missing.
+    TooFar,
+    /// The messages after the position were trimmed or expired.
+    Trimmed,
+}
+
+impl Outcome {
+    /// The metric label: `recovered`, `fresh`, `epoch`, `ahead`, `too_far`, `trimmed`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Recovered => "recovered",
+            Outcome::Fresh => "fresh",
+            Outcome::Epoch => "epoch",
+            Outcome::Ahead => "ahead",
+            Outcome::TooFar => "too_far",
+            Outcome::Trimmed => "trimmed",
+        }
+    }
+}
+
+/// Compares a read with the socket's position `from`.
+pub fn outcome(from: Option<&Position>, read: &HistoryRead, max_replay: usize) -> Outcome {
+    let Some(from) = from else {
+        return Outcome::Fresh;
+    };
+    if from.epoch != read.epoch {
+        Outcome::Epoch
+    } else if from.offset > read.top {
+        Outcome::Ahead
+    } else if read.top - from.offset > max_replay as u64 {
+        Outcome::TooFar
+    } else if !fills(&read.entries, from.offset, read.top) {
+        Outcome::Trimmed
+    } else {
+        Outcome::Recovered
+    }
+}
+
 /// Merges a snapshot `read` with the live messages buffered since the subscription was
 /// acknowledged, for a socket standing at `from` (`None`: a fresh v2 socket, which starts at
 /// the snapshot's top). At most `max_replay` history messages are replayed; more is
@@ -68,12 +117,7 @@ pub fn merge(
         epoch: read.epoch.clone(),
         offset: read.top,
     };
-    let recovered = from.is_some_and(|from| {
-        from.epoch == read.epoch
-            && from.offset <= read.top
-            && read.top - from.offset <= max_replay as u64
-            && fills(&read.entries, from.offset, read.top)
-    });
+    let recovered = outcome(from, &read, max_replay) == Outcome::Recovered;
     let mut items: Vec<Item> = Vec::new();
     if let (true, Some(from)) = (recovered, from) {
         items.extend(

@@ -51,6 +51,17 @@ pub fn welcome(position: &Position, recovered: Option<bool>) -> ByteString {
     ByteString::from(frame)
 }
 
+/// The welcome of a v2 socket when history is off: no position exists, and a resume is never
+/// recovered.
+pub fn welcome_unpositioned(recovered: Option<bool>) -> ByteString {
+    match recovered {
+        Some(recovered) => {
+            ByteString::from(format!(r#"{{"type":"welcome","recovered":{recovered}}}"#))
+        }
+        None => ByteString::from_static(r#"{"type":"welcome"}"#),
+    }
+}
+
 /// The user's history changed or could not fill a gap: refetch, messages continue after
 /// `position`.
 pub fn reset(position: &Position) -> ByteString {

@@ -93,6 +93,8 @@ fn spawn_session(
         config: Arc::new(config),
         hub: directory.hub_link(&UserId::new(user)),
         metrics: metrics.clone(),
+        protocol: ws_actors::v2::Protocol::Legacy,
+        history: None,
     };
     let upgraded = Upgraded {
         stream: server,
@@ -174,7 +176,7 @@ async fn shard_queue_is_bounded_in_messages() {
         directory.route(nobody(), text("single"));
     }
     let batched = ROUTE_QUEUE_MAX - SINGLES + EXCESS;
-    directory.route_all((0..batched).map(|_| (RouteUser::Id(nobody()), text("batched"))));
+    directory.route_all((0..batched).map(|_| (RouteUser::Id(nobody()), text("batched").into())));
     directory.hub_count().await.expect("shard caught up"); // answered after every batch
 
     assert_eq!(dropped(&metrics, "overload"), EXCESS as u64);
@@ -200,6 +202,7 @@ async fn message_for_a_stopped_session_is_counted_closed() {
     let link = SessionLink {
         deliver: session.clone().recipient(),
         control: session.clone().recipient(),
+        v2: false,
     };
     directory.connect(UserId::new("gone"), ConnId::next(), link);
     directory.hub_count().await.expect("shard running");

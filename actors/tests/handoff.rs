@@ -56,6 +56,8 @@ async fn a_session_that_cannot_start_closes_its_socket_with_1011() {
         }),
         hub,
         metrics,
+        protocol: ws_actors::v2::Protocol::Legacy,
+        history: None,
     };
     let upgraded = Upgraded {
         stream: server,

@@ -36,7 +36,7 @@ impl Actor for Probe {
 impl Handler<Deliver> for Probe {
     type Result = ();
     fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
-        let _ = self.0.send(Seen::Delivered(msg.payload));
+        let _ = self.0.send(Seen::Delivered(msg.message.payload));
     }
 }
 
@@ -47,6 +47,8 @@ impl Handler<SessionControl> for Probe {
             SessionControl::Joined => Seen::Joined,
             SessionControl::Refused(refusal) => Seen::Refused(refusal),
             SessionControl::Drain { .. } => Seen::Drain,
+            // Channel acknowledgements concern v2 sessions only.
+            SessionControl::Subscribed | SessionControl::CatchUp => return,
         };
         let _ = self.0.send(seen);
     }
@@ -100,6 +102,7 @@ fn join(directory: &Directory, user: &str) -> FakeSession {
     let link = SessionLink {
         deliver: addr.clone().recipient(),
         control: addr.clone().recipient(),
+        v2: false,
     };
     directory.connect(UserId::new(user), conn, link);
     FakeSession { conn, addr, rx }

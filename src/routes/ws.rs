@@ -21,13 +21,14 @@ use actix_web::web;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use ws_actors::v2::Protocol;
 use ws_actors::wire::OutFrame;
 use ws_actors::{
     AdmissionRefusal, CloseCode, CloseReason, ConnId, ErrorCode, LingerSlot, Session,
     SessionParams, Upgraded, UserId,
 };
 
-use super::offer::{offered_token, origin_allowed, BEARER_PROTOCOL};
+use super::offer::{offered_token, origin_allowed, requested_protocol};
 use crate::auth::{AuthError, VerifiedToken};
 use crate::correlation::{CorrelationId, Finished};
 use crate::errors::ApiError;
@@ -232,9 +233,16 @@ fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer 
         return Answer::Error(error);
     }
     let offered = offered_token(head);
-    let handshake = match handshake(head, offered.bearer_offered, cid) {
+    let handshake = match handshake(head, offered.selected_protocol(), cid) {
         Ok(handshake) => handshake,
         Err(error) => return Answer::Error(error),
+    };
+    let protocol = match requested_protocol(head, offered.v2_offered) {
+        Ok(protocol) => protocol,
+        Err(message) => {
+            outcome(state, "invalid_request");
+            return Answer::Error(ApiError::new(ErrorCode::ValidationError, message, cid));
+        }
     };
     let refuse = |code, message: &str| Answer::Refuse {
         handshake: handshake.clone(),
@@ -283,6 +291,11 @@ fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer 
         config: state.session_config.clone(),
         hub,
         metrics: state.metrics.relay.clone(),
+        history: match protocol {
+            Protocol::V2 { .. } => state.history_access.clone(),
+            Protocol::Legacy => None,
+        },
+        protocol,
     };
     Answer::Accept {
         handshake: handshake.clone(),
@@ -331,10 +344,14 @@ fn count_as_closed_session(state: &AppState, code: CloseCode, cid: &CorrelationI
     );
 }
 
-/// The 101 answer to a valid upgrade request (selecting `bearer` whenever it was offered); a
-/// request that is no valid upgrade (including one over HTTP/1.0: RFC 6455 §4.1 needs HTTP/1.1
-/// or later) gets a 400 with the error JSON.
-fn handshake(head: &RequestHead, bearer: bool, cid: &CorrelationId) -> Result<Bytes, ApiError> {
+/// The 101 answer to a valid upgrade request (selecting `notify.v2` or `bearer` whenever one was
+/// offered); a request that is no valid upgrade (including one over HTTP/1.0: RFC 6455 §4.1
+/// needs HTTP/1.1 or later) gets a 400 with the error JSON.
+fn handshake(
+    head: &RequestHead,
+    subprotocol: Option<&str>,
+    cid: &CorrelationId,
+) -> Result<Bytes, ApiError> {
     if head.version < actix_http::Version::HTTP_11 {
         return Err(ApiError::new(
             ErrorCode::ValidationError,
@@ -361,9 +378,9 @@ fn handshake(head: &RequestHead, bearer: bool, cid: &CorrelationId) -> Result<By
           sec-websocket-accept: ",
     );
     answer.extend_from_slice(&accept);
-    if bearer {
+    if let Some(subprotocol) = subprotocol {
         answer.extend_from_slice(b"\r\nsec-websocket-protocol: ");
-        answer.extend_from_slice(BEARER_PROTOCOL.as_bytes());
+        answer.extend_from_slice(subprotocol.as_bytes());
     }
     answer.extend_from_slice(b"\r\nx-correlation-id: ");
     answer.extend_from_slice(cid.as_str().as_bytes());
@@ -391,7 +408,7 @@ mod tests {
                 .insert_header((header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==")),
         );
         let cid = CorrelationId::from_header("cid-1");
-        let answer = handshake(&head, true, &cid).expect("valid upgrade");
+        let answer = handshake(&head, Some("bearer"), &cid).expect("valid upgrade");
         let text = std::str::from_utf8(&answer).expect("ascii");
         assert!(text.starts_with("HTTP/1.1 101 "));
         // The example key and accept value of RFC 6455 section 1.3.
@@ -399,10 +416,10 @@ mod tests {
         assert!(text.contains("sec-websocket-protocol: bearer\r\n"));
         assert!(text.ends_with("x-correlation-id: cid-1\r\n\r\n"));
         let plain = head_of(TestRequest::default());
-        assert!(handshake(&plain, false, &cid).is_err());
+        assert!(handshake(&plain, None, &cid).is_err());
         let mut http_1_0 = head.clone();
         http_1_0.version = actix_http::Version::HTTP_10;
-        assert!(handshake(&http_1_0, false, &cid).is_err());
+        assert!(handshake(&http_1_0, None, &cid).is_err());
     }
 
     #[test]

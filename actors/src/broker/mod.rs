@@ -31,6 +31,9 @@ pub enum BrokerError {
     /// A Redis command failed (connection down, timeout, error reply).
     #[error("redis command failed: {0}")]
     Redis(#[from] ::redis::RedisError),
+    /// The process is shutting down: the store takes no more requests.
+    #[error("shutting down")]
+    Closed,
 }
 
 /// Whether the broker can deliver right now.

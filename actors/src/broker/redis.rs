@@ -18,10 +18,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, watch};
 
+use super::keys::UserKeys;
 use super::{
     channel_name, Broker, BrokerError, BrokerHealth, Interest, Publish, RouteSink, RouteUser,
 };
 use crate::backoff::full_jitter;
+use crate::history::parse_durable;
 use crate::ids::UserId;
 use crate::metrics::RelayMetrics;
 use crate::payload::{Payload, Published};
@@ -46,6 +48,8 @@ pub struct RedisConfig {
     pub url: String,
     /// Prepended to the user id: `ws:` gives `ws:{user_id}`.
     pub channel_prefix: String,
+    /// Whether history is on: each user's durable channel is subscribed beside the plain one.
+    pub durable: bool,
 }
 
 fn client(config: &RedisConfig) -> Result<Client, BrokerError> {
@@ -81,6 +85,11 @@ pub struct RedisSubscriber {
     wanted: HashSet<UserId>,
     /// Users whose subscription state may differ from `wanted` on the server.
     dirty: HashSet<UserId>,
+    /// Users wanted while the link was down: their next acknowledgement is a re-subscription
+    /// (their live v2 sockets then catch up on what they missed).
+    resubscribing: HashSet<UserId>,
+    /// Subscribe each user's durable channel too.
+    durable: bool,
     connected: bool,
     ever_connected: bool,
     flushing: bool,
@@ -91,6 +100,7 @@ pub struct RedisSubscriber {
 /// directory can be started with it, and the subscriber runs once it has that directory.
 pub struct RedisStart {
     prefix: String,
+    durable: bool,
     connection: ConnectionManager,
     publisher: RedisPublisher,
     context: Context<RedisSubscriber>,
@@ -114,6 +124,7 @@ impl RedisStart {
         Ok(Self {
             publisher: RedisPublisher::new(&config)?,
             prefix: config.channel_prefix,
+            durable: config.durable,
             connection,
             context,
             health,
@@ -137,6 +148,8 @@ impl RedisStart {
             health: self.health,
             wanted: HashSet::new(),
             dirty: HashSet::new(),
+            resubscribing: HashSet::new(),
+            durable: self.durable,
             connected: false,
             ever_connected: false,
             flushing: false,
@@ -183,8 +196,9 @@ impl RedisSubscriber {
         self.directory.route_all(routes);
     }
 
-    /// The user and payload of a `message` push on one of our channels; the channel name and
-    /// body are taken over as they are, without a copy.
+    /// The user and message of a `message` push on one of our channels (plain, or durable:
+    /// `<epoch>:<offset>:<payload>`); the channel name and body are taken over as they are,
+    /// without a copy.
     fn message(&self, data: Vec<Value>) -> Option<(RouteUser, Published)> {
         let mut fields = data.into_iter();
         let (Some(Value::BulkString(channel)), Some(Value::BulkString(body))) =
@@ -192,6 +206,14 @@ impl RedisSubscriber {
         else {
             return None;
         };
+        if channel.first() == Some(&b'{') {
+            let user = RouteUser::from_durable_channel(channel, &self.prefix)?;
+            let (position, payload) = parse_durable(Bytes::from(body))?;
+            return Some((
+                user,
+                Published::durable(Payload::from_bytes(payload), position),
+            ));
+        }
         let user = RouteUser::from_channel(channel, &self.prefix)?;
         Some((user, Payload::from_bytes(Bytes::from(body)).into()))
     }
@@ -222,6 +244,7 @@ impl RedisSubscriber {
         self.connected = true;
         self.set_health(BrokerHealth::Up);
         self.dirty.extend(self.wanted.iter().cloned());
+        self.resubscribing.extend(self.wanted.iter().cloned());
         self.flush(ctx);
     }
 
@@ -286,6 +309,7 @@ impl RedisSubscriber {
                             this.metrics
                                 .subscribed_channels
                                 .set(this.wanted.len() as i64);
+                            this.acknowledge(subscribe);
                             this.flush(ctx);
                         }
                         Err(error) => {
@@ -298,11 +322,32 @@ impl RedisSubscriber {
         );
     }
 
+    /// Tells the directory which users' channels are now subscribed, and which of them were
+    /// subscribed again after an outage.
+    fn acknowledge(&mut self, users: Vec<UserId>) {
+        let (again, first): (Vec<UserId>, Vec<UserId>) = users
+            .into_iter()
+            .filter(|user| self.wanted.contains(user))
+            .partition(|user| self.resubscribing.remove(user));
+        if !first.is_empty() {
+            self.directory.channels_live(first, false);
+        }
+        if !again.is_empty() {
+            self.directory.channels_live(again, true);
+        }
+    }
+
+    /// The channels of `users`: the plain one, and the durable one when history is on.
     fn channels(&self, users: &[UserId]) -> Vec<Vec<u8>> {
-        users
-            .iter()
-            .map(|user| channel_name(&self.prefix, user))
-            .collect()
+        let mut channels = Vec::with_capacity(users.len() * (1 + usize::from(self.durable)));
+        for user in users {
+            let plain = channel_name(&self.prefix, user);
+            if self.durable {
+                channels.push(UserKeys::of_channel(&plain).durable_channel());
+            }
+            channels.push(plain);
+        }
+        channels
     }
 }
 

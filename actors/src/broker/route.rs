@@ -5,6 +5,7 @@
 
 use actix::Message;
 
+use super::keys::UserKeys;
 use crate::ids::UserId;
 use crate::payload::Published;
 
@@ -25,12 +26,15 @@ pub struct Interest {
 pub enum RouteUser {
     /// A user id (in-process broker, publish API).
     Id(UserId),
-    /// `ws:{user}` as received from Redis; the user id starts at `skip`.
+    /// A channel name as received from Redis (`ws:{user}`, or the user's durable channel); the
+    /// user id is `name[start..end]`.
     Channel {
         /// The whole channel name.
         name: String,
-        /// Length of the channel prefix.
-        skip: usize,
+        /// Where the user id starts.
+        start: usize,
+        /// Where it ends.
+        end: usize,
     },
 }
 
@@ -49,16 +53,33 @@ impl RouteUser {
         }
         let name = String::from_utf8(channel).ok()?;
         Some(RouteUser::Channel {
+            start: prefix.len(),
+            end: name.len(),
             name,
-            skip: prefix.len(),
         })
+    }
+
+    /// The user of a durable channel (`UserKeys::durable_channel`) whose plain channel has
+    /// `prefix`, or `None` for any other name.
+    pub fn from_durable_channel(channel: Vec<u8>, prefix: &str) -> Option<Self> {
+        let plain = UserKeys::plain_channel_of(&channel)?;
+        if !plain.starts_with(prefix.as_bytes()) {
+            return None;
+        }
+        // The plain channel is the tail of the name, or the tag just before the closing brace.
+        let tag_only = channel.iter().position(|&b| b == b'}') == Some(channel.len() - 1);
+        let end = channel.len() - usize::from(tag_only);
+        let start = end - plain.len() + prefix.len();
+        let name = String::from_utf8(channel).ok()?;
+        name.get(start..end)?;
+        Some(RouteUser::Channel { name, start, end })
     }
 
     /// The user id.
     pub fn as_str(&self) -> &str {
         match self {
             RouteUser::Id(user) => user.as_str(),
-            RouteUser::Channel { name, skip } => name.get(*skip..).unwrap_or_default(),
+            RouteUser::Channel { name, start, end } => name.get(*start..*end).unwrap_or_default(),
         }
     }
 }
@@ -68,6 +89,11 @@ impl RouteUser {
 pub trait RouteSink: Send + Sync {
     /// Hands each message to its user's hub, in order per user.
     fn route_all(&self, routes: Vec<(RouteUser, Published)>);
+
+    /// The broker has subscribed the channels of `users` and seen it acknowledged
+    /// (`resubscribed`: again, after its link came back): nothing published to them from now
+    /// on can be missed.
+    fn channels_live(&self, users: Vec<UserId>, resubscribed: bool);
 }
 
 #[cfg(test)]
@@ -82,5 +108,10 @@ mod tests {
         let route = RouteUser::from_channel(channel, "ws:").expect("our channel");
         assert_eq!(route.as_str(), "alice:*");
         assert!(RouteUser::from_channel(b"other:alice".to_vec(), "ws:").is_none());
+        for user in ["alice", "{x}y", "a}b", "}"] {
+            let keys = UserKeys::of_user("ws:", &UserId::new(user));
+            let route = RouteUser::from_durable_channel(keys.durable_channel(), "ws:");
+            assert_eq!(route.as_ref().map(RouteUser::as_str), Some(user));
+        }
     }
 }

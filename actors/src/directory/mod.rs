@@ -22,7 +22,7 @@ use actix::prelude::*;
 use self::queue::RouteQueue;
 pub use self::queue::{ROUTE_BATCH_MAX, ROUTE_QUEUE_MAX};
 pub use self::shard::DirectoryShard;
-use self::shard::{DrainShard, RouteBatch};
+use self::shard::{ChannelsLive, DrainShard, RouteBatch};
 use crate::broker::{Interest, RouteSink, RouteUser};
 use crate::hub::ClosePacing;
 /// The settings every hub shares; re-exported from [`crate::hub`] where they live.
@@ -162,6 +162,23 @@ impl Directory {
         }
     }
 
+    /// Tells the hubs of `users` that their channels are subscribed (`resubscribed`: again,
+    /// after the broker link came back).
+    pub fn channels_live(&self, users: Vec<UserId>, resubscribed: bool) {
+        let mut by_shard: Vec<Vec<UserId>> = self.shards.iter().map(|_| Vec::new()).collect();
+        for user in users {
+            by_shard[self.shard_index(user.as_str())].push(user);
+        }
+        for (shard, users) in self.shards.iter().zip(by_shard) {
+            if !users.is_empty() {
+                shard.do_send(ChannelsLive {
+                    users,
+                    resubscribed,
+                });
+            }
+        }
+    }
+
     /// Starts the drain on every shard: new sessions are refused, and every session closes
     /// with 1012 after a delay `pacing` chooses.
     pub fn drain(&self, pacing: Arc<dyn ClosePacing>) {
@@ -176,5 +193,9 @@ impl Directory {
 impl RouteSink for Directory {
     fn route_all(&self, routes: Vec<(RouteUser, Published)>) {
         Directory::route_all(self, routes);
+    }
+
+    fn channels_live(&self, users: Vec<UserId>, resubscribed: bool) {
+        Directory::channels_live(self, users, resubscribed);
     }
 }

@@ -11,7 +11,7 @@ use actix::prelude::*;
 use super::queue::RouteRoom;
 use crate::broker::{Interest, RouteUser};
 use crate::hub::{
-    ClosePacing, DrainHub, Fanout, HubIdle, HubSettings, Join, Leave, Retire, UserHub,
+    ChannelLive, ClosePacing, DrainHub, Fanout, HubIdle, HubSettings, Join, Leave, Retire, UserHub,
 };
 use crate::ids::UserId;
 use crate::metrics::RelayMetrics;
@@ -26,6 +26,16 @@ pub(super) struct RouteBatch {
     pub(super) routes: Vec<(RouteUser, Published)>,
     /// Their room in the shard's queue, given back when the batch is dropped.
     pub(super) room: RouteRoom,
+}
+
+/// The broker has subscribed (and the broker acknowledged) the channels of these users.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub(super) struct ChannelsLive {
+    /// Users of this shard.
+    pub(super) users: Vec<UserId>,
+    /// Subscribed again after the broker link was lost.
+    pub(super) resubscribed: bool,
 }
 
 /// Starts the drain: refuse new sessions, drain every hub.
@@ -83,6 +93,7 @@ impl DirectoryShard {
             self.settings.clone(),
             ctx.address().recipient(),
             self.metrics.clone(),
+            self.interest.is_none(),
         )
         .start()
     }
@@ -166,6 +177,19 @@ impl Handler<RouteBatch> for DirectoryShard {
             self.route(user.as_str(), payload);
         }
         drop(room); // routed: the queue has room for as many new messages
+    }
+}
+
+impl Handler<ChannelsLive> for DirectoryShard {
+    type Result = ();
+
+    fn handle(&mut self, live: ChannelsLive, _: &mut Context<Self>) {
+        let resubscribed = live.resubscribed;
+        for user in live.users {
+            if let Some(entry) = self.hubs.get(&user) {
+                entry.addr.do_send(ChannelLive { resubscribed });
+            }
+        }
     }
 }
 

@@ -110,6 +110,21 @@ pub struct HistoryRead {
     pub entries: Vec<HistoryEntry>,
 }
 
+/// Reads a durable channel message, `<epoch>:<offset>:<payload>`, into its position and the
+/// payload (a slice of the same bytes, not a copy).
+pub fn parse_durable(body: Bytes) -> Option<(Position, Bytes)> {
+    let first = body.iter().position(|&b| b == b':')?;
+    let second = first + 1 + body[first + 1..].iter().position(|&b| b == b':')?;
+    let epoch = Epoch::parse(std::str::from_utf8(&body[..first]).ok()?)?;
+    let digits = &body[first + 1..second];
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let offset = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    let payload = body.slice(second + 1..);
+    Some((Position { epoch, offset }, payload))
+}
+
 /// How the history is kept: `size` messages per user, for `ttl` after the last append.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryConfig {

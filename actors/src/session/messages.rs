@@ -7,16 +7,19 @@
 use std::time::Duration;
 
 use actix::prelude::*;
+use bytestring::ByteString;
 
 use crate::ids::{ConnId, UserId};
-use crate::payload::Payload;
+use crate::payload::Published;
 
-/// A message for one session's socket. Sent on the hot path: carries a shared payload handle.
+/// A message for one session's socket. Sent on the hot path: carries shared handles.
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
 pub struct Deliver {
-    /// The bytes to send, shared with every other session of the user.
-    pub payload: Payload,
+    /// The message (payload and position), shared with every other session of the user.
+    pub message: Published,
+    /// Its v2 `message` frame, encoded once by the hub when the user has a v2 session.
+    pub v2_frame: Option<ByteString>,
 }
 
 /// Why a hub did not admit a session.
@@ -36,6 +39,11 @@ pub enum SessionControl {
     Joined,
     /// Not admitted: the session closes with the matching code.
     Refused(JoinRefusal),
+    /// The user's broker channels are subscribed (acknowledged by the broker): a v2 session
+    /// may read the history now, nothing published from here on can be missed.
+    Subscribed,
+    /// The broker link came back after an outage: a live v2 session reads what it missed.
+    CatchUp,
     /// The node is draining: close with 1012 after this delay.
     Drain {
         /// When to close, counted from receipt, so that closes are spread over the window.
@@ -50,6 +58,8 @@ pub struct SessionLink {
     pub deliver: Recipient<Deliver>,
     /// Membership and drain.
     pub control: Recipient<SessionControl>,
+    /// Whether the session speaks protocol v2 (the hub then encodes v2 frames).
+    pub v2: bool,
 }
 
 /// A new session asks to join its user's hub (sent to the directory shard of its user).

@@ -34,14 +34,18 @@ use crate::close::{CloseCode, CloseReason};
 use crate::ids::{ConnId, UserId};
 use crate::limiter::ConnectionPermit;
 use crate::metrics::RelayMetrics;
+use crate::v2::Protocol;
 use crate::wire::{Flushed, OutFrame, Outbox, Written};
 
 mod deadlines;
 mod handoff;
 pub mod messages;
+mod sync;
 
 pub use handoff::{SpawnError, Upgraded};
 pub use messages::{Deliver, HubLink, JoinHub, JoinRefusal, LeaveHub, SessionControl, SessionLink};
+use sync::SyncState;
+pub use sync::{HistoryAccess, READS_IN_FLIGHT};
 
 /// How long a closing session may take to flush its outbox and close frame to a slow client.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
@@ -86,6 +90,10 @@ pub struct SessionParams {
     pub hub: HubLink,
     /// Shared metrics.
     pub metrics: RelayMetrics,
+    /// Raw payloads, or protocol v2 (with where it resumes from).
+    pub protocol: Protocol,
+    /// The user's history, for v2 resumes and catch-ups; `None` when history is off.
+    pub history: Option<HistoryAccess>,
 }
 
 /// Where a session is in its close.
@@ -117,6 +125,8 @@ pub struct Session {
     /// Whether the session was closed 4009: the messages it could not write were dropped
     /// because the client does not read.
     slow_consumer: bool,
+    /// Where a v2 session stands in its user's history; `None` for a legacy session.
+    sync: Option<SyncState>,
 }
 
 impl Session {
@@ -134,6 +144,7 @@ impl Session {
             outbox.push(OutFrame::raw(upgraded.handshake));
         }
         let now = Instant::now();
+        let sync = Session::initial_sync(&params);
         Session::create(move |ctx| {
             ctx.add_stream(frames);
             Session {
@@ -148,6 +159,7 @@ impl Session {
                 left: false,
                 close_recorded: false,
                 slow_consumer: false,
+                sync,
             }
         })
     }
@@ -372,6 +384,7 @@ impl Actor for Session {
         let link = SessionLink {
             deliver: address.clone().recipient(),
             control: address.recipient(),
+            v2: self.sync.is_some(),
         };
         self.params.hub.join.do_send(JoinHub {
             user: self.params.user.clone(),
@@ -379,6 +392,9 @@ impl Actor for Session {
             link,
         });
         self.arm_deadlines(ctx);
+        if matches!(self.sync, Some(SyncState::Unpositioned)) {
+            self.welcome_unpositioned(ctx);
+        }
         self.flush(ctx);
     }
 
@@ -395,7 +411,10 @@ impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, deliver: Deliver, ctx: &mut Context<Self>) {
-        self.enqueue(ctx, OutFrame::message(deliver.payload));
+        if self.sync.is_some() {
+            return self.deliver_v2(ctx, deliver);
+        }
+        self.enqueue(ctx, OutFrame::message(deliver.message.payload));
     }
 }
 
@@ -405,6 +424,8 @@ impl Handler<SessionControl> for Session {
     fn handle(&mut self, control: SessionControl, ctx: &mut Context<Self>) {
         match control {
             SessionControl::Joined => self.params.metrics.opened("accepted"),
+            SessionControl::Subscribed => self.on_subscribed(ctx),
+            SessionControl::CatchUp => self.on_catch_up(ctx),
             SessionControl::Refused(refusal) => self.on_refused(ctx, refusal),
             SessionControl::Drain { after } => {
                 ctx.run_later(after, |session, ctx| {
