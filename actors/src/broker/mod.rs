@@ -31,6 +31,9 @@ pub enum BrokerError {
     /// A Redis command failed (connection down, timeout, error reply).
     #[error("redis command failed: {0}")]
     Redis(#[from] ::redis::RedisError),
+    /// Redis answered something the caller cannot read (e.g. a history function's reply).
+    #[error("unexpected redis reply: {0}")]
+    UnexpectedReply(String),
 }
 
 /// Whether the broker can deliver right now.

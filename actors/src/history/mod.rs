@@ -10,6 +10,9 @@
 //! the history keeps the last `size` messages and expires after `ttl` of quiet; a lost history
 //! (Redis restarted empty, meta record deleted) comes back under a new epoch.
 
+pub mod redis;
+mod wire;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +20,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
+pub use self::redis::{library_source, RedisHistory};
+pub use self::wire::{durable_message, parse_durable};
 use crate::broker::BrokerError;
 use crate::ids::UserId;
 
