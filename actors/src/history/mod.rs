@@ -10,6 +10,7 @@
 //! the history keeps the last `size` messages and expires after `ttl` of quiet; a lost history
 //! (Redis restarted empty, meta record deleted) comes back under a new epoch.
 
+pub mod memory;
 pub mod redis;
 mod wire;
 
@@ -20,6 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
+pub use self::memory::MemoryHistory;
 pub use self::redis::{library_source, RedisHistory};
 pub use self::wire::{durable_message, parse_durable};
 use crate::broker::BrokerError;
