@@ -228,7 +228,11 @@ impl Store {
 
     /// The user's history, or a new one (new epoch, top 0) when it has none or it expired.
     fn live_or_new(&mut self, user: &UserId, now: Instant, config: &HistoryConfig) -> &mut UserLog {
-        if self.users.get(user).is_some_and(|log| log.expired(now, config)) {
+        if self
+            .users
+            .get(user)
+            .is_some_and(|log| log.expired(now, config))
+        {
             self.remove(user);
         }
         if !self.users.contains_key(user) {
@@ -329,13 +333,18 @@ impl Records {
     fn insert(&mut self, user: &UserId, key: &str, position: Position, now: Instant) {
         while self.positions.len() >= self.max && self.pop_oldest() {}
         let expires = now + IDEMPOTENCY_WINDOW;
-        self.order.push_back((expires, user.clone(), key.to_owned()));
+        self.order
+            .push_back((expires, user.clone(), key.to_owned()));
         self.positions
             .insert((user.clone(), key.to_owned()), (position, expires));
     }
 
     fn expire(&mut self, now: Instant) {
-        while self.order.front().is_some_and(|(expires, ..)| *expires <= now) {
+        while self
+            .order
+            .front()
+            .is_some_and(|(expires, ..)| *expires <= now)
+        {
             self.pop_oldest();
         }
     }

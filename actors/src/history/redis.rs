@@ -158,9 +158,7 @@ impl Inner {
         for call in calls {
             pipeline.add_command(call.clone());
         }
-        let replies: Vec<Value> = pipeline
-            .query_async(&mut self.connection.clone())
-            .await?;
+        let replies: Vec<Value> = pipeline.query_async(&mut self.connection.clone()).await?;
         if replies.len() != count {
             return Err(BrokerError::UnexpectedReply(format!(
                 "{} replies to a pipeline of {count} calls",
@@ -226,7 +224,10 @@ fn read_call(channel: Vec<u8>, after: u64, max: usize) -> Cmd {
 /// `FCALL ws_renew_epoch 1 <channel> <lost_epoch>`.
 fn renew_call(channel: Vec<u8>, lost: &Epoch) -> Cmd {
     let mut call = redis::cmd("FCALL");
-    call.arg("ws_renew_epoch").arg(1).arg(channel).arg(lost.as_str());
+    call.arg("ws_renew_epoch")
+        .arg(1)
+        .arg(channel)
+        .arg(lost.as_str());
     call
 }
 
@@ -310,7 +311,9 @@ mod reply {
     fn number(value: &Value) -> Result<u64, BrokerError> {
         let parsed = match value {
             Value::Int(n) => u64::try_from(*n).ok(),
-            Value::BulkString(bytes) => std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()),
+            Value::BulkString(bytes) => {
+                std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok())
+            }
             _ => None,
         };
         parsed.ok_or_else(|| malformed("not an offset", value))
@@ -347,7 +350,8 @@ mod reply {
             return Err(BrokerError::UnexpectedReply("empty history read".into()));
         };
         let mut entries = Vec::with_capacity(items.len() / 3);
-        while let (Some(offset), Some(data), Some(time)) = (items.next(), items.next(), items.next())
+        while let (Some(offset), Some(data), Some(time)) =
+            (items.next(), items.next(), items.next())
         {
             entries.push(HistoryEntry {
                 offset: number(&offset)?,

@@ -36,7 +36,10 @@ const TTL: Duration = Duration::from_secs(60);
 fn history(size: usize) -> (MemoryHistory, Recorder) {
     let recorder = Recorder::default();
     let config = HistoryConfig { size, ttl: TTL };
-    (MemoryHistory::new(config, Box::new(recorder.clone())), recorder)
+    (
+        MemoryHistory::new(config, Box::new(recorder.clone())),
+        recorder,
+    )
 }
 
 fn user(id: &str) -> UserId {
@@ -47,11 +50,19 @@ fn offsets(read: &HistoryRead) -> Vec<u64> {
     read.entries.iter().map(|entry| entry.offset).collect()
 }
 
-fn publish(history: &MemoryHistory, users: &[&str], payload: &'static str, now: Instant) -> Vec<u64> {
+fn publish(
+    history: &MemoryHistory,
+    users: &[&str],
+    payload: &'static str,
+    now: Instant,
+) -> Vec<u64> {
     let users = users.iter().map(|id| user(id)).collect();
     let payload = Bytes::from_static(payload.as_bytes());
     let positions = history.publish_at(users, payload, None, now);
-    positions.into_iter().map(|position| position.offset).collect()
+    positions
+        .into_iter()
+        .map(|position| position.offset)
+        .collect()
 }
 
 #[test]
@@ -159,9 +170,16 @@ fn renewing_the_lost_epoch_keeps_the_top_and_drops_the_entries() {
     assert_ne!(epoch, lost);
     assert_eq!(top, 2);
     let read = history.read_at(&user("a"), 0, 10, now);
-    assert_eq!((read.epoch.clone(), read.top, read.entries.len()), (epoch.clone(), 2, 0));
+    assert_eq!(
+        (read.epoch.clone(), read.top, read.entries.len()),
+        (epoch.clone(), 2, 0)
+    );
     let unchanged = history.renew_at(&user("a"), &lost, now);
-    assert_eq!(unchanged, (epoch.clone(), 2), "another epoch than the lost one stays");
+    assert_eq!(
+        unchanged,
+        (epoch.clone(), 2),
+        "another epoch than the lost one stays"
+    );
     assert_eq!(publish(&history, &["a"], "m", now), [3]);
     let (fresh, top) = history.renew_at(&user("nobody"), &lost, now);
     assert_ne!(fresh, lost);
@@ -180,7 +198,10 @@ fn the_least_recently_appended_user_is_evicted_past_the_bound() {
     publish(&history, &["c"], "m", now);
     assert_eq!(history.read_at(&user("a"), 0, 10, now).top, 2);
     assert_eq!(history.lock().users.len(), 2);
-    assert!(!history.lock().users.contains_key("b"), "b was the least recently appended");
+    assert!(
+        !history.lock().users.contains_key("b"),
+        "b was the least recently appended"
+    );
 }
 
 #[test]
