@@ -8,9 +8,12 @@ use futures_util::FutureExt as _;
 
 use super::*;
 
-/// Records what the history routes: (user, payload, position).
+/// One routed message: user, payload bytes, position.
+type Routed = (String, Bytes, Option<Position>);
+
+/// Records what the history routes.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<(String, Bytes, Option<Position>)>>>);
+struct Recorder(Arc<Mutex<Vec<Routed>>>);
 
 impl RouteSink for Recorder {
     fn route_all(&self, routes: Vec<(RouteUser, Published)>) {
@@ -26,7 +29,7 @@ impl RouteSink for Recorder {
 }
 
 impl Recorder {
-    fn taken(&self) -> Vec<(String, Bytes, Option<Position>)> {
+    fn taken(&self) -> Vec<Routed> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
