@@ -34,6 +34,9 @@ pub enum BrokerError {
     /// The process is shutting down: the store takes no more requests.
     #[error("shutting down")]
     Closed,
+    /// Redis answered something the caller cannot read (e.g. a history function's reply).
+    #[error("unexpected redis reply: {0}")]
+    UnexpectedReply(String),
 }
 
 /// Whether the broker can deliver right now.

@@ -10,6 +10,10 @@
 //! the history keeps the last `size` messages and expires after `ttl` of quiet; a lost history
 //! (Redis restarted empty, meta record deleted) comes back under a new epoch.
 
+pub mod memory;
+pub mod redis;
+mod wire;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +21,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
+pub use self::memory::MemoryHistory;
+pub use self::redis::{library_source, RedisHistory};
+pub use self::wire::{durable_message, parse_durable};
 use crate::broker::BrokerError;
 use crate::ids::UserId;
 
@@ -108,21 +115,6 @@ pub struct HistoryRead {
     /// They are the *kept* entries: when older ones were trimmed or expired, the first entry's
     /// offset is above `after + 1`.
     pub entries: Vec<HistoryEntry>,
-}
-
-/// Reads a durable channel message, `<epoch>:<offset>:<payload>`, into its position and the
-/// payload (a slice of the same bytes, not a copy).
-pub fn parse_durable(body: Bytes) -> Option<(Position, Bytes)> {
-    let first = body.iter().position(|&b| b == b':')?;
-    let second = first + 1 + body[first + 1..].iter().position(|&b| b == b':')?;
-    let epoch = Epoch::parse(std::str::from_utf8(&body[..first]).ok()?)?;
-    let digits = &body[first + 1..second];
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let offset = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    let payload = body.slice(second + 1..);
-    Some((Position { epoch, offset }, payload))
 }
 
 /// How the history is kept: `size` messages per user, for `ttl` after the last append.
