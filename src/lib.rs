@@ -50,6 +50,8 @@ use anyhow::Context as _;
 use tokio::sync::oneshot;
 use tracing_actix_web::TracingLogger;
 use ws_actors::drain::{DrainOutcome, ShutdownSignal};
+use ws_actors::history::{History, HistoryConfig, MemoryHistory, RedisHistory};
+use ws_actors::session::HistoryAccess;
 use ws_actors::trace::ForwardTracer;
 use ws_actors::{
     Broker, ConnectionLimiter, Directory, DrainCoordinator, DrainState, HubSettings, RedisConfig,
@@ -96,22 +98,47 @@ fn session_config(settings: &Settings) -> SessionConfig {
     }
 }
 
-/// Starts the directory (one shard per arbiter) and the broker that feeds it.
+/// What [`start_broker`] starts: the broker, the directory it feeds, and the users' histories
+/// (`None` when `history.size` is 0).
+struct Started {
+    broker: Broker,
+    directory: Directory,
+    history: Option<Arc<dyn History>>,
+}
+
+/// How the history is kept, from `[history]`; `None` when it is off.
+fn history_config(settings: &Settings) -> Option<HistoryConfig> {
+    settings.history.enabled().then(|| HistoryConfig {
+        size: settings.history.size,
+        ttl: Duration::from_secs(settings.history.ttl_s),
+    })
+}
+
+/// Starts the directory (one shard per arbiter), the broker that feeds it and the history.
 fn start_broker(
     settings: &Settings,
     shards: &[Arbiter],
     metrics: &Metrics,
     tracer: Option<Arc<dyn ForwardTracer>>,
-) -> anyhow::Result<(Broker, Directory)> {
+) -> anyhow::Result<Started> {
     let handles: Vec<_> = shards.iter().map(Arbiter::handle).collect();
     let hubs = HubSettings {
         max_sessions_per_user: settings.limits.max_connections_per_user,
         tracer,
     };
     let relay = &metrics.relay;
+    let history = history_config(settings);
     if settings.redis.url.is_empty() {
         let directory = Directory::start(&handles, hubs, None, relay.clone());
-        return Ok((Broker::memory(directory.clone(), relay), directory));
+        let history = history.map(|config| {
+            let store = MemoryHistory::new(config, Box::new(directory.clone()));
+            Arc::new(store) as Arc<dyn History>
+        });
+        return Ok(Started {
+            broker: Broker::memory(directory.clone(), relay),
+            directory,
+            history,
+        });
     }
     let config = RedisConfig {
         url: settings.redis.url.clone(),
@@ -119,8 +146,43 @@ fn start_broker(
         durable: settings.history.enabled(),
     };
     let redis = Broker::redis(config).context("invalid setting redis.url")?;
+    let history = history.map(|config| {
+        let store = redis.history(&config);
+        load_history_library(store.clone());
+        Arc::new(store) as Arc<dyn History>
+    });
     let directory = Directory::start(&handles, hubs, Some(redis.interest()), relay.clone());
-    Ok((redis.start(directory.clone(), relay), directory))
+    Ok(Started {
+        broker: redis.start(directory.clone(), relay),
+        directory,
+        history,
+    })
+}
+
+/// Loads the history's Redis Function at start-up, so that backends can `FCALL ws_publish` at
+/// once. Redis may be down: the store loads it again on first use (and whenever it is missing).
+fn load_history_library(store: RedisHistory) {
+    actix_web::rt::spawn(async move {
+        match store.load_library().await {
+            Ok(()) => tracing::info!("history function library loaded"),
+            Err(error) => tracing::warn!(%error, "history function library not loaded yet"),
+        }
+    });
+}
+
+/// What v2 sessions read the history with. `WS_DEBUG_RESUME_DELAY_MS="<before>,<after>"`
+/// (a test aid) delays each history read after the subscription acknowledgement and before
+/// the merge, to widen the windows the merge must close.
+fn history_access(settings: &Settings, store: &Arc<dyn History>) -> HistoryAccess {
+    let mut access = HistoryAccess::new(Arc::clone(store), settings.history.max_replay);
+    if let Ok(delays) = std::env::var("WS_DEBUG_RESUME_DELAY_MS") {
+        let mut parts = delays.split(',').map(|ms| ms.trim().parse::<u64>().unwrap_or(0));
+        let before = Duration::from_millis(parts.next().unwrap_or(0));
+        let after = Duration::from_millis(parts.next().unwrap_or(0));
+        tracing::warn!(?before, ?after, "history reads delayed (WS_DEBUG_RESUME_DELAY_MS)");
+        access.debug_delays = (before, after);
+    }
+    access
 }
 
 /// The Kafka ingest (`[kafka]`): started after the broker when `kafka.brokers` is set.
@@ -205,7 +267,11 @@ pub async fn run_traced(
     let shards: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
     #[cfg(feature = "kafka")]
     let exporting = tracer.is_some();
-    let (broker, directory) = start_broker(&settings, &shards, &metrics, tracer)?;
+    let Started {
+        broker,
+        directory,
+        history,
+    } = start_broker(&settings, &shards, &metrics, tracer)?;
     #[cfg(feature = "kafka")]
     let ingest = kafka::start(&settings, &broker, &metrics, exporting)?;
     #[cfg(feature = "kafka")]
@@ -239,8 +305,8 @@ pub async fn run_traced(
         allowed_origins: settings.server.allowed_origins.clone(),
         publish_api_key: Some(settings.api.publish_api_key.clone()).filter(|k| !k.is_empty()),
         trace_user_hash: UserIdHasher::from_settings(&settings.telemetry, &settings.auth)?,
-        history: None,
-        history_access: None,
+        history_access: history.as_ref().map(|store| history_access(&settings, store)),
+        history,
     });
     let server = http_server(&settings, listener, workers, state, ingest_status)?;
     let handle = server.handle();

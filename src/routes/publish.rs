@@ -4,11 +4,17 @@
 //!
 //! The key is checked from the headers before the body is read (a caller without the key costs
 //! no buffer and is answered at once), and the body is read within [`BodyLimits`].
+//!
+//! With history on, the publish is durable: each user's message is appended to its history and
+//! published in one atomic step, and the answer carries each user's position. A failure answers
+//! 503 (never 200 for a message that was not stored). An `Idempotency-Key` header makes a retry
+//! within 5 minutes answer the same positions without publishing again.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
+use ws_actors::history::{Position, IDEMPOTENCY_KEY_MAX};
 use ws_actors::{ErrorCode, UserId};
 
 use super::bearer::bearer_credential;
@@ -46,9 +52,33 @@ pub async fn publish(
         Ok(body) => body,
         Err(refusal) => return refusal,
     };
-    match deliver(&body, &state, &cid).await {
-        Ok(count) => HttpResponse::Ok().json(json!({ "published": count })),
+    let idempotency_key = match idempotency_key(&req, &cid) {
+        Ok(key) => key,
+        Err(error) => return HttpResponse::from_error(error),
+    };
+    match deliver(&body, &state, idempotency_key, &cid).await {
+        Ok(answer) => HttpResponse::Ok().json(answer),
         Err(error) => HttpResponse::from_error(error),
+    }
+}
+
+/// The `Idempotency-Key` header: 1 to 128 visible ASCII characters, or none.
+fn idempotency_key(req: &HttpRequest, cid: &CorrelationId) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().ok().filter(|key| {
+        !key.is_empty()
+            && key.len() <= IDEMPOTENCY_KEY_MAX
+            && key.bytes().all(|b| b.is_ascii_graphic())
+    });
+    match key {
+        Some(key) => Ok(Some(key.to_owned())),
+        None => Err(ApiError::new(
+            ErrorCode::ValidationError,
+            format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters"),
+            cid,
+        )),
     }
 }
 
@@ -71,15 +101,58 @@ fn check_key(req: &HttpRequest, state: &AppState, cid: &CorrelationId) -> Result
     Ok(())
 }
 
-/// Parses the body and publishes it; the number of users addressed.
-async fn deliver(body: &[u8], state: &AppState, cid: &CorrelationId) -> Result<usize, ApiError> {
+/// Parses the body and publishes it: durably (with positions) when history is on, else plain.
+async fn deliver(
+    body: &[u8],
+    state: &AppState,
+    idempotency_key: Option<String>,
+    cid: &CorrelationId,
+) -> Result<serde_json::Value, ApiError> {
     let (users, payload) = parse(body, cid)?;
     let count = users.len();
+    if state.history.is_some() {
+        let positions = publish_durably(state, users, payload, idempotency_key, "api", cid).await?;
+        return Ok(json!({ "published": count, "positions": positions }));
+    }
     state.broker.publish(users, payload).await.map_err(|err| {
         tracing::warn!(error = %err, correlation_id = cid.as_str(), "publish failed");
         ApiError::new(ErrorCode::ServiceUnavailable, "broker unavailable", cid)
     })?;
-    Ok(count)
+    Ok(json!({ "published": count }))
+}
+
+/// Appends and publishes `payload` to each of `users` (history must be on); answers
+/// `{"<user>":{"epoch","offset"}}`. Shared by the publish API and the console.
+pub async fn publish_durably(
+    state: &AppState,
+    users: Vec<UserId>,
+    payload: bytes::Bytes,
+    idempotency_key: Option<String>,
+    source: &str,
+    cid: &CorrelationId,
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    let unavailable = || ApiError::new(ErrorCode::ServiceUnavailable, "history unavailable", cid);
+    let history = state.history.as_ref().ok_or_else(unavailable)?;
+    let relay = &state.metrics.relay;
+    let result = history
+        .publish(users.clone(), payload, idempotency_key)
+        .await;
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    relay.durable_publishes.with_label_values(&[source, outcome]).inc();
+    let positions = result.map_err(|err| {
+        tracing::warn!(error = %err, correlation_id = cid.as_str(), "durable publish failed");
+        unavailable()
+    })?;
+    relay.history_appends.inc_by(positions.len() as u64);
+    Ok(users
+        .iter()
+        .zip(positions)
+        .map(|(user, position)| (user.to_string(), position_json(&position)))
+        .collect())
+}
+
+fn position_json(position: &Position) -> serde_json::Value {
+    json!({ "epoch": position.epoch.as_str(), "offset": position.offset })
 }
 
 fn presented_key(req: &HttpRequest) -> Option<&str> {
@@ -120,7 +193,14 @@ fn parse(body: &[u8], cid: &CorrelationId) -> Result<(Vec<UserId>, Bytes), ApiEr
         serde_json::Value::String(text) => Bytes::from(text),
         other => Bytes::from(other.to_string()),
     };
-    let users = request.user_ids.iter().map(|id| UserId::new(id)).collect();
+    // A user named twice is published to once (a durable publish must not append twice).
+    let mut seen = std::collections::HashSet::new();
+    let users = request
+        .user_ids
+        .iter()
+        .filter(|id| seen.insert(id.as_str()))
+        .map(|id| UserId::new(id))
+        .collect();
     Ok((users, payload))
 }
 

@@ -23,7 +23,7 @@ use super::{
     channel_name, Broker, BrokerError, BrokerHealth, Interest, Publish, RouteSink, RouteUser,
 };
 use crate::backoff::full_jitter;
-use crate::history::parse_durable;
+use crate::history::{parse_durable, HistoryConfig, RedisHistory};
 use crate::ids::UserId;
 use crate::metrics::RelayMetrics;
 use crate::payload::{Payload, Published};
@@ -130,6 +130,16 @@ impl RedisStart {
             health,
             health_rx,
         })
+    }
+
+    /// The users' histories in this Redis, on the publisher's connection (so a durable
+    /// publish queues behind no subscription traffic).
+    pub fn history(&self, config: &HistoryConfig) -> RedisHistory {
+        RedisHistory::new(
+            self.publisher.connection.clone(),
+            self.prefix.clone(),
+            config,
+        )
     }
 
     /// Where the directory reports which channels this node wants.
