@@ -187,6 +187,27 @@ describe("RealtimeClient: close codes", () => {
     assert.deepEqual(of("stopped"), [{ reason: "auth", code: 1008 }]);
   });
 
+  it("4003 (disconnected by the operator): stops without asking for a token", async () => {
+    const { client, clock, requests, of } = setup();
+    client.connect();
+    await flush();
+    FakeWebSocket.last().serverOpen();
+    clock.advance(60_000);
+    FakeWebSocket.last().serverClose(4003, "AUTHENTICATION_ERROR");
+    assert.equal(of("close")[0]?.willRetry, false);
+    assert.deepEqual(of("stopped"), [
+      {
+        reason: "auth",
+        code: 4003,
+        error: { error_code: "AUTHENTICATION_ERROR", message: "test", correlation_id: "c-1" },
+      },
+    ]);
+    clock.advance(600_000);
+    await flush();
+    assert.equal(FakeWebSocket.instances.length, 1);
+    assert.equal(requests.length, 1);
+  });
+
   it("1013 and 4000 (capacity): wait at least 5 s", async () => {
     for (const code of [1013, 4000]) {
       FakeWebSocket.reset();
