@@ -1,12 +1,14 @@
 // RealtimeClient: one WebSocket to websocket-service, kept open. Implements docs/FRONTEND.md:
 // bearer-subprotocol auth with a token provider, typed events, close-code handling and jittered
-// exponential reconnect. No dependencies; the WebSocket class, timers, clock and randomness can
-// be injected (tests, non-browser runtimes).
+// exponential reconnect, and (opt-in) protocol v2: positions, resume with `since`, and resets.
+// No dependencies; the WebSocket class, timers, clock and randomness can be injected (tests,
+// non-browser runtimes).
 
 import {
   type BackoffOptions,
   CloseCodes,
   DEFAULT_BACKOFF,
+  type Decision,
   type TokenRefresh,
   decide,
   fullJitter,
@@ -45,6 +47,43 @@ export interface WebSocketLike {
 
 /** A WebSocket constructor, e.g. the browser's `WebSocket`. */
 export type WebSocketFactory = new (url: string, protocols?: string | string[]) => WebSocketLike;
+
+/** The subprotocol that opts a socket into protocol v2. */
+export const V2_SUBPROTOCOL = "notify.v2";
+
+/**
+ * Where a durable message sits in the user's history (protocol v2): `epoch` names one
+ * incarnation of the history (`[A-Za-z0-9_-]{1,32}`), `offset` counts its messages 1, 2, 3, …
+ * (0: before the first). Sent back to the server as `since=<epoch>:<offset>`.
+ */
+export interface Position {
+  epoch: string;
+  offset: number;
+}
+
+const EPOCH = /^[A-Za-z0-9_-]{1,32}$/;
+
+/** The position if `value` is a valid one (a copy with only `epoch` and `offset`), else undefined. */
+function checkedPosition(value: unknown): Position | undefined {
+  if (typeof value !== "object" || value === null) return undefined;
+  const { epoch, offset } = value as Record<string, unknown>;
+  if (typeof epoch !== "string" || !EPOCH.test(epoch)) return undefined;
+  if (typeof offset !== "number" || !Number.isSafeInteger(offset) || offset < 0) return undefined;
+  return { epoch, offset };
+}
+
+/** `<epoch>:<offset>`, the form of the `since` query parameter. */
+export function formatPosition(position: Position): string {
+  return `${position.epoch}:${position.offset}`;
+}
+
+/** Parses `<epoch>:<offset>` (e.g. a state endpoint's `since`); undefined when it is not one. */
+export function parsePosition(text: string): Position | undefined {
+  const at = text.lastIndexOf(":");
+  const offset = text.slice(at + 1);
+  if (at < 0 || !/^[0-9]{1,16}$/.test(offset)) return undefined;
+  return checkedPosition({ epoch: text.slice(0, at), offset: Number(offset) });
+}
 
 /** setTimeout / clearTimeout. */
 export interface Timers {
@@ -85,6 +124,19 @@ export interface RealtimeClientOptions {
    * of URLs, proxy access logs and browser history. `query`: `?token=<JWT>`, the old contract.
    */
   tokenTransport?: "subprotocol" | "query";
+  /**
+   * `legacy` (default): every frame is a published payload, bytes unchanged, at most once.
+   * `v2`: opt into protocol v2 (subprotocol `notify.v2`, or `v=2` with the query transport):
+   * durable messages carry a position, and reconnects resume after the last one delivered
+   * (`since`), so nothing is lost or repeated unless the client is told (`reset`).
+   */
+  protocol?: "legacy" | "v2";
+  /**
+   * v2: the position the application's state is at (from its state endpoint), so that the
+   * first connect resumes too. Without it, the first connect starts at the user's current
+   * position.
+   */
+  since?: Position;
   /** Reconnect timing (see DEFAULT_BACKOFF). */
   backoff?: Partial<BackoffOptions>;
   /** A connection open at least this long counts as stable: the backoff starts over. */
@@ -110,11 +162,34 @@ export interface ServerCloseReason {
   correlation_id: string;
 }
 
+/** Why the application must refetch its state (protocol v2). */
+export type ResetReason = "not_recovered" | "reset";
+
 export interface ClientEvents {
-  /** Connected. After a reconnect, messages published during the gap are lost: re-sync. */
+  /**
+   * Connected. Legacy: after a reconnect, messages published during the gap are lost: re-sync.
+   * v2: nothing to do here; the gap is replayed, or a `reset` says otherwise.
+   */
   open: { reconnect: boolean; protocol: string };
-  /** One message as published, bytes unchanged; `json` is the parsed text, if it is JSON. */
-  message: { data: string | ArrayBuffer; json: unknown };
+  /**
+   * One message. Legacy: `data` is the frame as published, bytes unchanged, and `json` its
+   * parse when it is JSON. v2: `json` is the payload (parsed when it was JSON text; a non-JSON
+   * payload as a string), `data` the payload as text (a JSON payload re-serialised), and
+   * `position` is set for durable messages.
+   */
+  message: { data: string | ArrayBuffer; json: unknown; position?: Position };
+  /**
+   * v2: the server's first frame on each socket: the user's current position, and with
+   * `since` (the position the client resumed from) whether everything after it follows.
+   */
+  welcome: { epoch: string; offset: number; recovered?: boolean; since?: Position };
+  /**
+   * v2: messages were lost and cannot be replayed: refetch the state from the backend, then
+   * (optionally) `resumeFrom()` the position it returned. `not_recovered`: the position
+   * resumed from is older than the history kept or of another epoch. `reset`: the server found
+   * a gap on a live socket. Messages continue after `epoch:offset`.
+   */
+  reset: { epoch: string; offset: number; reason: ResetReason };
   /** The socket closed; `willRetry` says whether a reconnect follows. */
   close: {
     code: number;
@@ -130,11 +205,19 @@ export interface ClientEvents {
   /** The client stopped for good: `client` (close() called), `auth` (token refused twice, or the
    * provider returned the rejected token again), `no-token` (provider returned null). */
   stopped: { reason: "client" | "auth" | "no-token"; code?: number; error?: ServerCloseReason };
-  /** The token provider threw, or the WebSocket constructor did; a retry follows. */
-  error: { error: unknown; during: "token" | "connect" };
+  /**
+   * `token`: the provider threw; `connect`: the WebSocket constructor did (a retry follows).
+   * `protocol` (v2): the server did not speak v2 (the socket then carries raw payloads, at most
+   * once), or sent a frame out of order: a malformed one is skipped, a gap in the offsets or
+   * an unannounced epoch change closes the socket and resumes from the last position.
+   */
+  error: { error: unknown; during: "token" | "connect" | "protocol" };
 }
 
 export type ClientState = "idle" | "connecting" | "open" | "waiting" | "stopped";
+
+/** How the current socket's frames are read: v2 before / after its welcome, or raw payloads. */
+type Framing = "legacy" | "v2-pending" | "v2";
 
 type Listener<K extends keyof ClientEvents> = (event: ClientEvents[K]) => void;
 
@@ -169,6 +252,7 @@ export class RealtimeClient {
   readonly #url: string;
   readonly #getToken: TokenProvider;
   readonly #transport: "subprotocol" | "query";
+  readonly #protocol: "legacy" | "v2";
   readonly #backoff: BackoffOptions;
   readonly #stableAfterMs: number;
   readonly #connectTimeoutMs: number;
@@ -194,11 +278,23 @@ export class RealtimeClient {
   #previousAuthFailure = false;
   #pendingRefresh: TokenRefresh | undefined;
   #token: string | undefined;
+  /** v2: the position of the last durable message delivered (or the start the server named). */
+  #position: Position | undefined;
+  #framing: Framing = "legacy";
+  /** v2: the `since` the current socket was opened with. */
+  #sentSince: Position | undefined;
+  /** v2: the last `since` the server answered `recovered: false` to. */
+  #refusedSince: Position | undefined;
 
   constructor(options: RealtimeClientOptions) {
     this.#url = options.url;
     this.#getToken = options.getToken;
     this.#transport = options.tokenTransport ?? "subprotocol";
+    this.#protocol = options.protocol ?? "legacy";
+    if (options.since !== undefined) {
+      if (this.#protocol !== "v2") throw new Error('the since option needs protocol: "v2"');
+      this.#position = validPosition(options.since);
+    }
     this.#backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
     this.#stableAfterMs = options.stableAfterMs ?? 5_000;
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
@@ -216,6 +312,54 @@ export class RealtimeClient {
   /** idle → connecting → open → (waiting → connecting → open)* → stopped. */
   get state(): ClientState {
     return this.#state;
+  }
+
+  /**
+   * v2: the position of the last durable message handed to the application, or where the
+   * stream starts (the `since` option, a welcome, a reset); undefined before any of these.
+   * Store it to resume a later client from it (the `since` option).
+   */
+  get position(): Position | undefined {
+    return this.#position ? { ...this.#position } : undefined;
+  }
+
+  /**
+   * v2: the application's state is now at `position` (its state endpoint returned it, e.g. after
+   * a `reset`): deliver only what follows it. When the open socket's stream already continues
+   * after `position`, later messages up to it are dropped; otherwise the client reconnects at
+   * once with `since=position`, so that what follows it is replayed.
+   */
+  resumeFrom(position: Position): void {
+    if (this.#protocol !== "v2") throw new Error('resumeFrom() needs protocol: "v2"');
+    const next = validPosition(position);
+    const current = this.#position;
+    if (current && this.#refusedSince && samePosition(next, this.#refusedSince)) {
+      // The server refused exactly this position already (a history only moves forward, so it
+      // will again): reconnecting with it would only produce another reset, the application
+      // another refetch returning the same stale position, and so on forever.
+      this.#emit("error", {
+        error: new Error(
+          `resumeFrom(${formatPosition(next)}): the server no longer has this position; ` +
+            `continuing from ${formatPosition(current)}`,
+        ),
+        during: "protocol",
+      });
+      return;
+    }
+    this.#position = next;
+    const socket = this.#socket;
+    if (!socket || this.#framing === "legacy") return; // the next attempt sends since=next
+    const continues =
+      this.#framing === "v2" &&
+      current !== undefined &&
+      current.epoch === next.epoch &&
+      next.offset >= current.offset;
+    if (continues) return;
+    // This socket's stream cannot continue from `next` (it has passed it, is in another epoch,
+    // or was opened with another `since`): reconnect from it. Not a failure: no backoff.
+    detach(socket);
+    socket.close(CloseCodes.NORMAL, "resume");
+    this.#onClose(socket, { code: CloseCodes.NORMAL, reason: "resume", wasClean: true }, true);
   }
 
   /** Subscribes to an event; returns the unsubscribe function. */
@@ -309,19 +453,27 @@ export class RealtimeClient {
     }
     this.#token = token;
 
+    const v2 = this.#protocol === "v2";
+    const since = v2 ? this.#position : undefined;
+    const query: [string, string][] = [];
+    if (v2 && this.#transport === "query") query.push(["v", "2"]);
+    if (since) query.push(["since", formatPosition(since)]);
     let socket: WebSocketLike;
     try {
       if (!this.#WebSocket) throw new Error("no WebSocket implementation in this environment");
+      const url = withQuery(this.#url, query);
       socket =
         this.#transport === "subprotocol"
-          ? new this.#WebSocket(this.#url, ["bearer", token])
-          : new this.#WebSocket(withToken(this.#url, token));
+          ? new this.#WebSocket(url, v2 ? ["bearer", token, V2_SUBPROTOCOL] : ["bearer", token])
+          : new this.#WebSocket(withToken(url, token));
     } catch (error) {
       this.#emit("error", { error, during: "connect" });
       this.#retryAfterFailure();
       return;
     }
     this.#socket = socket;
+    this.#sentSince = since ? { ...since } : undefined;
+    this.#framing = v2 ? "v2-pending" : "legacy";
     socket.binaryType = "arraybuffer";
     this.#timer = this.#timers.setTimeout(() => {
       // The handshake hangs (a black-holing proxy, a dead network): give up on this attempt.
@@ -341,22 +493,131 @@ export class RealtimeClient {
       this.#unopened = 0;
       this.#degraded = false;
       this.#emit("open", { reconnect: this.#opens > 1, protocol: socket.protocol });
+      if (
+        this.#socket === socket &&
+        this.#framing === "v2-pending" &&
+        this.#transport === "subprotocol" &&
+        socket.protocol !== V2_SUBPROTOCOL
+      ) {
+        this.#fallBackToLegacy(`the server selected "${socket.protocol}", not ${V2_SUBPROTOCOL}`);
+      }
     };
     socket.onmessage = (event) => {
       if (this.#socket !== socket) return;
-      const data = event.data;
-      if (typeof data === "string") {
-        this.#emit("message", { data, json: parseJson(data) });
-      } else if (data instanceof ArrayBuffer) {
-        this.#emit("message", { data, json: undefined });
-      }
+      if (this.#framing === "legacy") this.#deliverRaw(event.data);
+      else this.#onV2Frame(socket, event.data);
     };
     socket.onclose = (event) => this.#onClose(socket, event);
     // Browsers fire `error` without details, always followed by `close`: handled there.
     socket.onerror = () => {};
   }
 
-  #onClose(socket: WebSocketLike, event: CloseEventLike): void {
+  /** A frame of a socket that is not v2: the payload as published. */
+  #deliverRaw(data: unknown): void {
+    if (typeof data === "string") {
+      this.#emit("message", { data, json: parseJson(data) });
+    } else if (data instanceof ArrayBuffer) {
+      this.#emit("message", { data, json: undefined });
+    }
+  }
+
+  /** The server does not speak v2 (an older one): read this socket's frames as raw payloads. */
+  #fallBackToLegacy(why: string): void {
+    this.#framing = "legacy";
+    this.#emit("error", {
+      error: new Error(`protocol v2 unavailable (${why}): raw payloads, at most once`),
+      during: "protocol",
+    });
+  }
+
+  #protocolError(message: string): void {
+    this.#emit("error", { error: new Error(message), during: "protocol" });
+  }
+
+  /** The stream on this socket cannot be trusted to continue: reconnect (with backoff) and
+   * resume after the last position delivered. */
+  #resync(socket: WebSocketLike, message: string): void {
+    this.#protocolError(`${message}; reconnecting to resume after ${positionText(this.#position)}`);
+    if (this.#socket !== socket) return; // a listener closed the client
+    detach(socket);
+    socket.close(CloseCodes.NORMAL, "resync");
+    this.#onClose(socket, { code: CloseCodes.NORMAL, reason: "resync", wasClean: true });
+  }
+
+  #onV2Frame(socket: WebSocketLike, data: unknown): void {
+    const frame = typeof data === "string" ? parseJson(data) : undefined;
+    const type =
+      typeof frame === "object" && frame !== null ? (frame as Record<string, unknown>).type : undefined;
+    if (this.#framing === "v2-pending" && type !== "welcome") {
+      // A v2 socket starts with a welcome, always: this server relays raw payloads.
+      this.#fallBackToLegacy("the first frame is not a welcome");
+      if (this.#socket === socket) this.#deliverRaw(data);
+      return;
+    }
+    const f = frame as Record<string, unknown>;
+    switch (type) {
+      case "welcome":
+        if (this.#framing === "v2") this.#protocolError("a second welcome on one socket; skipped");
+        else this.#onWelcome(socket, f);
+        return;
+      case "message":
+        this.#onMessage(socket, f);
+        return;
+      case "reset": {
+        const position = checkedPosition(f);
+        if (!position) return this.#resync(socket, `malformed reset frame ${String(data)}`);
+        this.#position = position;
+        this.#emit("reset", { ...position, reason: "reset" });
+        return;
+      }
+      default:
+        // Not JSON, or a frame type this version does not know (a later server's): skipped.
+        if (type === undefined) this.#protocolError(`not a v2 frame: ${String(data).slice(0, 100)}`);
+    }
+  }
+
+  #onWelcome(socket: WebSocketLike, f: Record<string, unknown>): void {
+    const position = checkedPosition(f);
+    if (!position) return this.#resync(socket, `malformed welcome ${JSON.stringify(f)}`);
+    this.#framing = "v2";
+    const since = this.#sentSince;
+    // Trust `recovered: true` only when it is consistent: same epoch, and not behind `since`.
+    const recovered =
+      since !== undefined &&
+      f.recovered === true &&
+      position.epoch === since.epoch &&
+      position.offset >= since.offset;
+    if (!recovered) this.#position = position;
+    if (since && !recovered) this.#refusedSince = since;
+    this.#emit("welcome", { ...position, ...(since ? { recovered, since: { ...since } } : {}) });
+    if (since && !recovered && this.#socket === socket) {
+      this.#emit("reset", { ...position, reason: "not_recovered" });
+    }
+  }
+
+  #onMessage(socket: WebSocketLike, f: Record<string, unknown>): void {
+    if (!("data" in f)) return this.#protocolError(`a message frame without data; skipped`);
+    const json = f.data;
+    const data = typeof json === "string" ? json : JSON.stringify(json);
+    if (f.epoch === undefined && f.offset === undefined) {
+      this.#emit("message", { data, json }); // a plain (not durable) message: no position
+      return;
+    }
+    const position = checkedPosition(f);
+    const last = this.#position;
+    if (!position) return this.#resync(socket, `a message with a malformed position ${JSON.stringify(f)}`);
+    if (!last || position.epoch !== last.epoch) {
+      return this.#resync(socket, `epoch changed to ${position.epoch} without a reset`);
+    }
+    if (position.offset <= last.offset) return; // already delivered (or in the app's state)
+    if (position.offset > last.offset + 1) {
+      return this.#resync(socket, `offset ${position.offset} follows ${last.offset}: a gap`);
+    }
+    this.#position = position;
+    this.#emit("message", { data, json, position: { ...position } });
+  }
+
+  #onClose(socket: WebSocketLike, event: CloseEventLike, deliberate = false): void {
     if (this.#socket !== socket) return;
     detach(socket);
     this.#socket = null;
@@ -368,10 +629,11 @@ export class RealtimeClient {
       this.#failures = 0;
       this.#previousAuthFailure = false;
     }
-    if (!opened) this.#unopened++;
+    if (!opened && !deliberate) this.#unopened++;
 
     const error = parseCloseReason(event.reason);
-    const decision = decide(
+    // `deliberate`: the client reconnects on purpose (resumeFrom), at once; not a failure.
+    const decision: Decision = deliberate ? { action: "retry", delayMs: 0 } : decide(
       {
         code: event.code,
         failures: this.#failures,
@@ -392,7 +654,7 @@ export class RealtimeClient {
       this.#stop({ reason: decision.reason, code: event.code, ...(error ? { error } : {}) });
       return;
     }
-    this.#failures++;
+    if (!deliberate) this.#failures++;
     this.#schedule(decision.delayMs, decision.refresh);
   }
 
@@ -449,8 +711,28 @@ function parseJson(text: string): unknown {
 
 /** `url` with `token=<JWT>` added to its query string. */
 export function withToken(url: string, token: string): string {
+  return withQuery(url, [["token", encodeURIComponent(token)]]);
+}
+
+/** `url` without its fragment, with `name=value` pairs (already encoded) appended. */
+function withQuery(url: string, pairs: [string, string][]): string {
+  if (pairs.length === 0) return url;
   const hashAt = url.indexOf("#");
   const base = hashAt === -1 ? url : url.slice(0, hashAt);
   const separator = base.includes("?") ? "&" : "?";
-  return `${base}${separator}token=${encodeURIComponent(token)}`;
+  return `${base}${separator}${pairs.map(([name, value]) => `${name}=${value}`).join("&")}`;
+}
+
+function validPosition(position: Position): Position {
+  const checked = checkedPosition(position);
+  if (!checked) throw new TypeError(`not a position: ${JSON.stringify(position)}`);
+  return checked;
+}
+
+function samePosition(a: Position, b: Position): boolean {
+  return a.epoch === b.epoch && a.offset === b.offset;
+}
+
+function positionText(position: Position | undefined): string {
+  return position ? formatPosition(position) : "the start";
 }

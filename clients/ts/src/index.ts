@@ -1,13 +1,18 @@
 // websocket-service browser client: see docs/FRONTEND.md for the contract it implements.
 export {
   RealtimeClient,
+  V2_SUBPROTOCOL,
+  formatPosition,
   parseCloseReason,
+  parsePosition,
   withToken,
   type ClientEvents,
   type ClientState,
   type CloseEventLike,
   type MessageEventLike,
+  type Position,
   type RealtimeClientOptions,
+  type ResetReason,
   type ServerCloseReason,
   type Timers,
   type TokenProvider,

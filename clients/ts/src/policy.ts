@@ -25,6 +25,8 @@ export const CloseCodes = {
   USER_QUOTA: 4000,
   /** The token expired during the session: reconnect with a fresh one. */
   TOKEN_EXPIRED: 4001,
+  /** Disconnected by the operator API (logout, account locked): do not reconnect. */
+  DISCONNECTED: 4003,
   /** Idle timeout or heartbeat lost. */
   TIMEOUT: 4008,
   /** The client did not read fast enough (send queue full). */
@@ -66,7 +68,8 @@ export type Decision =
     }
   | {
       action: "stop";
-      /** `auth`: the token was refused and retrying with it cannot help. */
+      /** `auth`: the token was refused (1008 twice) or the session was ended by the operator
+       * (4003): retrying cannot help. */
       reason: "auth";
     };
 
@@ -97,6 +100,10 @@ export function decide(ctx: CloseContext, backoff: BackoffOptions, random: () =>
       // rejected; if that is refused too, retrying cannot help.
       if (ctx.previousWasAuthFailure) return { action: "stop", reason: "auth" };
       return { ...ordinary(), refresh: "rejected" };
+    case CloseCodes.DISCONNECTED:
+      // The platform ended this user's sessions on purpose (logout elsewhere, account locked):
+      // reconnecting, even with a fresh token, would undo what the operator asked for.
+      return { action: "stop", reason: "auth" };
     case CloseCodes.TOKEN_EXPIRED:
       return {
         action: "retry",

@@ -3,55 +3,15 @@ import { beforeEach, describe, it } from "node:test";
 
 import {
   type ClientEvents,
-  type RealtimeClientOptions,
-  type TokenRequest,
   type WebSocketFactory,
   RealtimeClient,
   parseCloseReason,
   withToken,
 } from "../src/index.js";
 import { FakeClock, FakeWebSocket, flush } from "./fakes.js";
+import { URL, setup } from "./harness.js";
 
-const URL = "wss://realtime.example.test/ws";
 const SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE";
-
-type Recorded = { [K in keyof ClientEvents]: [K, ClientEvents[K]] }[keyof ClientEvents];
-
-/** A client wired to fakes, with every event recorded in order. */
-function setup(
-  options: Partial<RealtimeClientOptions> & { tokens?: (string | null)[]; random?: () => number } = {},
-) {
-  const clock = new FakeClock();
-  const tokens = options.tokens ?? ["token-1", "token-2", "token-3", "token-4", "token-5"];
-  const requests: TokenRequest[] = [];
-  const events: Recorded[] = [];
-  const client = new RealtimeClient({
-    url: URL,
-    getToken: (request) => {
-      requests.push(request);
-      return tokens[Math.min(requests.length - 1, tokens.length - 1)];
-    },
-    WebSocket: FakeWebSocket,
-    timers: clock,
-    now: clock.now,
-    random: () => 0.5,
-    ...options,
-  });
-  for (const type of [
-    "open",
-    "message",
-    "close",
-    "reconnecting",
-    "degraded",
-    "stopped",
-    "error",
-  ] as const) {
-    client.on(type, (event) => events.push([type, event] as Recorded));
-  }
-  const of = <K extends keyof ClientEvents>(type: K): ClientEvents[K][] =>
-    events.filter((e) => e[0] === type).map((e) => e[1] as ClientEvents[K]);
-  return { client, clock, requests, events, of };
-}
 
 beforeEach(() => FakeWebSocket.reset());
 
@@ -185,6 +145,27 @@ describe("RealtimeClient: close codes", () => {
     await flush();
     assert.equal(FakeWebSocket.instances.length, 1);
     assert.deepEqual(of("stopped"), [{ reason: "auth", code: 1008 }]);
+  });
+
+  it("4003 (disconnected by the operator): stops without asking for a token", async () => {
+    const { client, clock, requests, of } = setup();
+    client.connect();
+    await flush();
+    FakeWebSocket.last().serverOpen();
+    clock.advance(60_000);
+    FakeWebSocket.last().serverClose(4003, "AUTHENTICATION_ERROR");
+    assert.equal(of("close")[0]?.willRetry, false);
+    assert.deepEqual(of("stopped"), [
+      {
+        reason: "auth",
+        code: 4003,
+        error: { error_code: "AUTHENTICATION_ERROR", message: "test", correlation_id: "c-1" },
+      },
+    ]);
+    clock.advance(600_000);
+    await flush();
+    assert.equal(FakeWebSocket.instances.length, 1);
+    assert.equal(requests.length, 1);
   });
 
   it("1013 and 4000 (capacity): wait at least 5 s", async () => {

@@ -85,14 +85,34 @@ export class FakeWebSocket implements WebSocketLike {
     };
   }
 
-  /** The handshake succeeds; like websocket-service, select `bearer` when it was offered. */
-  serverOpen(): void {
-    this.protocol = this.protocols[0] === "bearer" ? "bearer" : "";
+  /**
+   * The handshake succeeds. Like websocket-service, the server selects `notify.v2` when it was
+   * offered, else `bearer` when that was; `protocol` overrides (e.g. "bearer" for a server
+   * older than protocol v2).
+   */
+  serverOpen(protocol?: string): void {
+    this.protocol =
+      protocol ??
+      (this.protocols.includes("notify.v2")
+        ? "notify.v2"
+        : this.protocols[0] === "bearer"
+          ? "bearer"
+          : "");
     this.onopen?.({});
   }
 
   serverMessage(data: string | ArrayBuffer): void {
     this.onmessage?.({ data });
+  }
+
+  /** A v2 frame: one JSON object in a text frame. */
+  serverFrame(frame: Record<string, unknown>): void {
+    this.serverMessage(JSON.stringify(frame));
+  }
+
+  /** The query parameter `name` of the URL this socket was opened with (null: absent). */
+  query(name: string): string | null {
+    return new URL(this.url).searchParams.get(name);
   }
 
   /** The server closes with `code` and, like websocket-service, a JSON reason. */

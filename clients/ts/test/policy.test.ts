@@ -34,6 +34,14 @@ describe("decide (the close-code table of docs/FRONTEND.md)", () => {
     assert.deepEqual(second, { action: "stop", reason: "auth" });
   });
 
+  it("4003 (disconnected by the operator: logout, account locked): stop at once", () => {
+    assert.equal(CloseCodes.DISCONNECTED, 4003);
+    for (const failures of [0, 5]) {
+      const d = decide(ctx(CloseCodes.DISCONNECTED, failures), DEFAULT_BACKOFF, zero);
+      assert.deepEqual(d, { action: "stop", reason: "auth" });
+    }
+  });
+
   it("4001 (token expired): fresh token, reconnect within expiredDelayMs", () => {
     const d = decide(ctx(CloseCodes.TOKEN_EXPIRED, 4), DEFAULT_BACKOFF, max);
     assert.deepEqual(d, { action: "retry", delayMs: 499, refresh: "expired" });
