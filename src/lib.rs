@@ -176,10 +176,16 @@ fn load_history_library(store: RedisHistory) {
 fn history_access(settings: &Settings, store: &Arc<dyn History>) -> HistoryAccess {
     let mut access = HistoryAccess::new(Arc::clone(store), settings.history.max_replay);
     if let Ok(delays) = std::env::var("WS_DEBUG_RESUME_DELAY_MS") {
-        let mut parts = delays.split(',').map(|ms| ms.trim().parse::<u64>().unwrap_or(0));
+        let mut parts = delays
+            .split(',')
+            .map(|ms| ms.trim().parse::<u64>().unwrap_or(0));
         let before = Duration::from_millis(parts.next().unwrap_or(0));
         let after = Duration::from_millis(parts.next().unwrap_or(0));
-        tracing::warn!(?before, ?after, "history reads delayed (WS_DEBUG_RESUME_DELAY_MS)");
+        tracing::warn!(
+            ?before,
+            ?after,
+            "history reads delayed (WS_DEBUG_RESUME_DELAY_MS)"
+        );
         access.debug_delays = (before, after);
     }
     access
@@ -305,7 +311,9 @@ pub async fn run_traced(
         allowed_origins: settings.server.allowed_origins.clone(),
         publish_api_key: Some(settings.api.publish_api_key.clone()).filter(|k| !k.is_empty()),
         trace_user_hash: UserIdHasher::from_settings(&settings.telemetry, &settings.auth)?,
-        history_access: history.as_ref().map(|store| history_access(&settings, store)),
+        history_access: history
+            .as_ref()
+            .map(|store| history_access(&settings, store)),
         history,
     });
     let server = http_server(&settings, listener, workers, state, ingest_status)?;

@@ -138,7 +138,10 @@ pub async fn publish_durably(
         .publish(users.clone(), payload, idempotency_key)
         .await;
     let outcome = if result.is_ok() { "ok" } else { "error" };
-    relay.durable_publishes.with_label_values(&[source, outcome]).inc();
+    relay
+        .durable_publishes
+        .with_label_values(&[source, outcome])
+        .inc();
     let positions = result.map_err(|err| {
         tracing::warn!(error = %err, correlation_id = cid.as_str(), "durable publish failed");
         unavailable()
