@@ -1,11 +1,13 @@
 //! A Kubernetes rolling deploy, simulated on one machine: two server processes A and B share one
-//! real `redis-server`; 200 clients hold a socket on A while a publisher sends every user a
-//! sequenced message every 20 ms through Redis; A gets SIGTERM. Every client must be closed by A
-//! with 1012 SERVICE_UNAVAILABLE (a valid JSON reason of at most 123 bytes), at times spread over
-//! the drain window, reconnect to B after a jittered delay as docs/FRONTEND.md tells browser
-//! clients to, and receive there; A must exit 0. The messages each client missed during its
-//! reconnect gap and the reconnect times are printed (plain Redis pub/sub is at-most-once, so
-//! the gap is the cost of a deploy, measured rather than asserted).
+//! real `redis-server`; 200 protocol v2 clients hold a socket on A while a publisher sends every
+//! user a sequenced durable message every 20 ms through the publish API of B (the replica that
+//! stays); A gets SIGTERM. Every client must be closed by A with 1012 SERVICE_UNAVAILABLE (a
+//! valid JSON reason of at most 123 bytes), at times spread over the drain window, reconnect to
+//! B after a jittered delay as docs/FRONTEND.md tells browser clients to, resuming with `since`,
+//! be welcomed with `recovered:true`, and receive every message: **0 lost, 0 duplicated** for
+//! every client (each offset from 1 to the last published exactly once, in order, the payload's
+//! sequence number equal to its offset). A must exit 0. The reconnect times and how many
+//! messages each resume replayed are printed.
 //!
 //! Run alone, with the report: `cargo test --test rolling_deploy -- --nocapture`.
 
@@ -35,6 +37,13 @@ const BACKOFF_CAP_MS: u64 = 30_000;
 /// What one client saw, filled in by its task.
 #[derive(Debug, Default)]
 struct Record {
+    /// Every durable offset received, on A then on B, in order.
+    offsets: Vec<u64>,
+    /// The position of the last message processed on A: `<epoch>:<offset>`.
+    since: Option<String>,
+    /// B's welcome: `recovered`, and its top (messages replayed = top - since).
+    recovered_b: Option<bool>,
+    replayed_b: u64,
     /// Highest sequence number received on A.
     last_seq_a: Option<u64>,
     /// When A's close frame arrived, and its code and reason.
@@ -80,18 +89,25 @@ fn user(i: usize) -> String {
     format!("roll-{i:03}")
 }
 
-/// Parses a publisher payload `{"seq":N,"user":"…"}`; panics on anything else (a message for
-/// another user would be a routing bug).
-fn parse_seq(text: &str, expected_user: &str) -> u64 {
-    let json: Value = serde_json::from_str(text)
-        .unwrap_or_else(|e| panic!("{expected_user} got a non-JSON message ({e}): {text:?}"));
-    assert_eq!(
-        json["user"], expected_user,
-        "message routed to the wrong user: {text}"
-    );
-    json["seq"]
+/// A v2 frame as JSON; panics on anything else.
+fn frame(text: &str, me: &str) -> Value {
+    serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("{me} got a non-JSON v2 frame ({e}): {text:?}"))
+}
+
+/// A durable message frame's (epoch, offset), checking that its payload `{"seq":N}` carries
+/// the same number (every user gets one message per tick, so seq and offset agree).
+fn durable(frame: &Value, me: &str) -> (String, u64) {
+    assert_eq!(frame["type"], "message", "{me}: {frame}");
+    let offset = frame["offset"]
         .as_u64()
-        .unwrap_or_else(|| panic!("no seq in {text}"))
+        .unwrap_or_else(|| panic!("{me}: {frame}"));
+    assert_eq!(
+        frame["data"]["seq"], offset,
+        "{me}: payload and offset disagree: {frame}"
+    );
+    let epoch = frame["epoch"].as_str().unwrap_or_default().to_owned();
+    (epoch, offset)
 }
 
 /// One client: reads A until A closes it, waits the jittered delay, connects to B (backing off
@@ -101,22 +117,32 @@ async fn client(
     mut on_a: WsClient,
     b_base: String,
     records: Records,
-    stop: Rc<RefCell<bool>>,
+    stop: Rc<RefCell<Option<u64>>>,
     seed: u64,
 ) {
     let me = user(i);
     let mut rng = Rng(seed ^ (i as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
-    // On A, until its close frame.
+    // On A: the welcome, then messages until its close frame.
+    let Some(Frame::Text(text)) = on_a.next_frame(Duration::from_secs(30)).await else {
+        records.borrow_mut()[i].error = Some("no welcome on A".into());
+        return;
+    };
+    let welcome = frame(&text, &me);
+    assert_eq!(welcome["type"], "welcome", "{me}: {welcome}");
+    records.borrow_mut()[i].since = Some(format!(
+        "{}:{}",
+        welcome["epoch"].as_str().unwrap_or_default(),
+        welcome["offset"]
+    ));
     loop {
         match on_a.next_frame(Duration::from_secs(30)).await {
             Some(Frame::Text(text)) => {
-                let seq = parse_seq(&text, &me);
+                let (epoch, offset) = durable(&frame(&text, &me), &me);
                 let mut records = records.borrow_mut();
                 let record = &mut records[i];
-                if let Some(last) = record.last_seq_a {
-                    assert!(seq > last, "{me}: seq {seq} after {last} on A");
-                }
-                record.last_seq_a = Some(seq);
+                record.offsets.push(offset);
+                record.since = Some(format!("{epoch}:{offset}"));
+                record.last_seq_a = Some(offset);
                 record.received_a += 1;
             }
             Some(Frame::Close(Some((code, reason)))) => {
@@ -142,13 +168,16 @@ async fn client(
     }
     drop(on_a);
 
-    // The guide's reconnect: full jitter first, then capped exponential backoff with full jitter.
+    // The guide's reconnect: full jitter first, then capped exponential backoff with full jitter;
+    // v2, resuming after the last message processed.
+    let since = records.borrow()[i].since.clone().unwrap_or_default();
+    let url = format!("{b_base}?since={since}");
     let mut attempt: u32 = 0;
     let mut on_b = loop {
         let ceiling = (RECONNECT_JITTER_MS << attempt.min(10)).min(BACKOFF_CAP_MS);
         tokio::time::sleep(Duration::from_millis(rng.below(ceiling))).await;
-        let protocol = format!("bearer, {}", token(&me));
-        match WsClient::try_connect(&b_base, Some(&protocol), None).await {
+        let protocol = format!("bearer, {}, notify.v2", token(&me));
+        match WsClient::try_connect(&url, Some(&protocol), None).await {
             Ok(ws) => break ws,
             Err(_) => {
                 records.borrow_mut()[i].failed_attempts_b += 1;
@@ -157,17 +186,41 @@ async fn client(
         }
     };
     records.borrow_mut()[i].connected_b_at = Some(Instant::now());
+    let Some(Frame::Text(text)) = on_b.next_frame(Duration::from_secs(10)).await else {
+        records.borrow_mut()[i].error = Some("no welcome on B".into());
+        return;
+    };
+    let welcome = frame(&text, &me);
+    assert_eq!(welcome["type"], "welcome", "{me}: {welcome}");
+    {
+        let mut records = records.borrow_mut();
+        let since_offset: u64 = since
+            .rsplit(':')
+            .next()
+            .and_then(|o| o.parse().ok())
+            .unwrap_or(0);
+        records[i].recovered_b = welcome["recovered"].as_bool();
+        records[i].replayed_b = welcome["offset"]
+            .as_u64()
+            .unwrap_or(0)
+            .saturating_sub(since_offset);
+    }
 
-    // On B, until the test has what it needs.
-    while !*stop.borrow() {
+    // On B, until every message published has arrived (the test sets the last offset).
+    loop {
+        let last = *stop.borrow();
+        if last.is_some() && records.borrow()[i].offsets.last().copied() >= last {
+            break;
+        }
         match on_b.next_frame(Duration::from_millis(50)).await {
             None => continue,
             Some(Frame::Text(text)) => {
-                let seq = parse_seq(&text, &me);
+                let (_, offset) = durable(&frame(&text, &me), &me);
                 let mut records = records.borrow_mut();
                 let record = &mut records[i];
+                record.offsets.push(offset);
                 if record.first_seq_b.is_none() {
-                    record.first_seq_b = Some(seq);
+                    record.first_seq_b = Some(offset);
                     record.first_b_at = Some(Instant::now());
                 }
                 record.received_b += 1;
@@ -181,30 +234,28 @@ async fn client(
     on_b.close().await;
 }
 
-/// Publishes `{"seq":N,"user":U}` to every user every 20 ms (one pipeline per tick) until `stop`;
-/// `seq_sent` holds the last sequence number sent.
-async fn publisher(redis_url: String, stop: Rc<RefCell<bool>>, seq_sent: Rc<RefCell<u64>>) {
-    let mut conn = redis::Client::open(redis_url)
-        .expect("redis url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("publisher connection");
-    let channels: Vec<(String, String)> =
-        (0..CLIENTS).map(|i| (user(i), channel(&user(i)))).collect();
+/// Publishes `{"seq":N}` durably to every user every 20 ms (one publish API call to B per tick)
+/// until `stop`; `seq_sent` holds the last sequence number sent. Every user's offset is the
+/// sequence number: the API must answer each one's position, or the test fails.
+async fn publisher(server_b: Rc<Server>, stop: Rc<RefCell<bool>>, seq_sent: Rc<RefCell<u64>>) {
+    let users: Vec<String> = (0..CLIENTS).map(user).collect();
+    let user_refs: Vec<&str> = users.iter().map(String::as_str).collect();
     let mut tick = tokio::time::interval(PUBLISH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq = 0u64;
     while !*stop.borrow() {
         tick.tick().await;
         seq += 1;
-        let mut pipe = redis::pipe();
-        for (user, channel) in &channels {
-            let payload = format!(r#"{{"seq":{seq},"user":"{user}"}}"#);
-            pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+        let reply = server_b
+            .publish_api(&user_refs, serde_json::json!({ "seq": seq }))
+            .await;
+        let positions = &reply.json()["positions"];
+        for user in &users {
+            assert_eq!(
+                positions[user]["offset"], seq,
+                "{user}'s position: {positions}"
+            );
         }
-        pipe.query_async::<()>(&mut conn)
-            .await
-            .expect("PUBLISH pipeline");
         *seq_sent.borrow_mut() = seq;
     }
 }
@@ -237,13 +288,13 @@ async fn rolling_deploy_moves_every_client_from_a_to_b() {
             .set("shutdown.drain_timeout_s", DRAIN_TIMEOUT_S),
     )
     .await;
-    let server_b = Server::start(settings).await;
+    let server_b = Rc::new(Server::start(settings).await);
     server_a.wait_readyz(200, STARTUP_DEADLINE).await;
     server_b.wait_readyz(200, STARTUP_DEADLINE).await;
 
     // 200 clients on A, connected concurrently.
     let handshakes = (0..CLIENTS).map(|i| {
-        let url = server_a.ws_url(&token(&user(i)));
+        let url = format!("{}&v=2", server_a.ws_url(&token(&user(i))));
         async move { WsClient::connect(&url).await }
     });
     let sockets = futures_util::future::join_all(handshakes).await;
@@ -251,7 +302,7 @@ async fn rolling_deploy_moves_every_client_from_a_to_b() {
     let records: Records = Rc::new(RefCell::new(
         (0..CLIENTS).map(|_| Record::default()).collect(),
     ));
-    let stop_clients = Rc::new(RefCell::new(false));
+    let stop_clients = Rc::new(RefCell::new(None::<u64>));
     let stop_publisher = Rc::new(RefCell::new(false));
     let seq_sent = Rc::new(RefCell::new(0u64));
     let seed = SystemTime::now()
@@ -275,7 +326,7 @@ async fn rolling_deploy_moves_every_client_from_a_to_b() {
         })
         .collect();
     let publisher = actix_web::rt::spawn(publisher(
-        redis.url(),
+        server_b.clone(),
         stop_publisher.clone(),
         seq_sent.clone(),
     ));
@@ -315,7 +366,19 @@ async fn rolling_deploy_moves_every_client_from_a_to_b() {
 
     *stop_publisher.borrow_mut() = true;
     publisher.await.expect("publisher task");
-    *stop_clients.borrow_mut() = true;
+    let last = *seq_sent.borrow();
+    *stop_clients.borrow_mut() = Some(last);
+    wait_until(
+        DEADLINE,
+        "every client to receive the last message on B",
+        || async {
+            records
+                .borrow()
+                .iter()
+                .all(|r| r.offsets.last() == Some(&last) || r.error.is_some())
+        },
+    )
+    .await;
     for handle in clients {
         handle.await.expect("client task");
     }
@@ -347,6 +410,19 @@ async fn rolling_deploy_moves_every_client_from_a_to_b() {
             );
         }
         assert!(r.received_b > 0, "{} received nothing on B", user(i));
+        assert_eq!(r.recovered_b, Some(true), "{}: B's welcome", user(i));
+        let expected: Vec<u64> = (1..=*seq_sent.borrow()).collect();
+        if r.offsets != expected {
+            let unique: std::collections::HashSet<_> = r.offsets.iter().collect();
+            panic!(
+                "{}: {} messages received for {} sent: {} lost, {} duplicated",
+                user(i),
+                r.offsets.len(),
+                expected.len(),
+                expected.iter().filter(|o| !unique.contains(o)).count(),
+                r.offsets.len() - unique.len()
+            );
+        }
     }
     let closes: Vec<Instant> = records.iter().filter_map(|r| r.closed_at).collect();
     let first_close = *closes.iter().min().expect("closes");
@@ -361,14 +437,7 @@ async fn rolling_deploy_moves_every_client_from_a_to_b() {
 
     // ---- Report ----
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let missed: Vec<f64> = records
-        .iter()
-        .map(|r| {
-            let last_a = r.last_seq_a.expect("received on A");
-            let first_b = r.first_seq_b.expect("received on B");
-            first_b.saturating_sub(last_a + 1) as f64
-        })
-        .collect();
+    let replayed: Vec<f64> = records.iter().map(|r| r.replayed_b as f64).collect();
     let to_connect: Vec<f64> = records
         .iter()
         .map(|r| ms(r.connected_b_at.unwrap() - r.closed_at.unwrap()))
@@ -405,14 +474,15 @@ async fn rolling_deploy_moves_every_client_from_a_to_b() {
         summary(to_message, " ms")
     );
     println!(
-        "  messages missed per client in the gap (one per {} ms tick): {}",
+        "  messages published during each client's reconnect and replayed by its resume (one per \
+         {} ms tick): {}",
         PUBLISH_EVERY.as_millis(),
-        summary(missed.clone(), "")
+        summary(replayed.clone(), "")
     );
     println!(
-        "  total missed {:.0} of {} sent per client ({ticks_per_s:.0}/s to each user); \
-         received on A {}, on B {}; test took {:.1} s",
-        missed.iter().sum::<f64>(),
+        "  0 lost, 0 duplicated: {:.0} replayed in all, {} sent per client ({ticks_per_s:.0}/s to \
+         each user); received on A {}, on B {}; test took {:.1} s",
+        replayed.iter().sum::<f64>(),
         *seq_sent.borrow(),
         records.iter().map(|r| r.received_a).sum::<u64>(),
         records.iter().map(|r| r.received_b).sum::<u64>(),
