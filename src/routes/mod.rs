@@ -1,10 +1,11 @@
-//! HTTP routes: the WebSocket upgrade, health and readiness, metrics, the publish API, and the
-//! JSON 404 for everything else.
+//! HTTP routes: the WebSocket upgrade, health and readiness, metrics, the publish API, the
+//! position API, and the JSON 404 for everything else.
 
 mod bearer;
 mod body;
 mod health;
 mod offer;
+mod position;
 mod publish;
 mod ws;
 
@@ -26,6 +27,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, ws_path: &str) {
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
         .route("/api/v1/publish", web::post().to(publish::publish))
+        .route("/api/v1/position", web::get().to(position::position))
         .default_service(web::to(not_found));
 }
 

@@ -83,7 +83,11 @@ fn idempotency_key(req: &HttpRequest, cid: &CorrelationId) -> Result<Option<Stri
 }
 
 /// 404 when the API is disabled, 401 without the right key: decided from the headers alone.
-fn check_key(req: &HttpRequest, state: &AppState, cid: &CorrelationId) -> Result<(), ApiError> {
+pub(super) fn check_key(
+    req: &HttpRequest,
+    state: &AppState,
+    cid: &CorrelationId,
+) -> Result<(), ApiError> {
     let Some(expected) = state.publish_api_key.as_deref() else {
         return Err(ApiError::new(
             ErrorCode::NotFound,

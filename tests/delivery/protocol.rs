@@ -83,6 +83,13 @@ async fn a_resume_replays_what_was_missed_exactly_once() {
     for n in 4..=7 {
         publish_durable(&server, "cy", json!({ "n": n })).await;
     }
+    // A backend's state endpoint asks for the position before loading its state.
+    let position = server
+        .get_with("/api/v1/position?user_id=cy", &[("X-API-Key", API_KEY)])
+        .await;
+    assert_eq!(position.json(), json!({"epoch": epoch, "offset": 7}));
+    let refused = server.get("/api/v1/position?user_id=cy").await;
+    refused.assert_error(401, "AUTHENTICATION_ERROR");
     let mut client = connect_v2(&server, "cy", Some(&format!("{epoch}:3"))).await;
     let (again, top, recovered) = welcome(&mut client).await;
     assert_eq!(

@@ -222,14 +222,16 @@ impl Session {
         self.send_control_text(ctx, v2::welcome_unpositioned(recovered.then_some(false)));
     }
 
-    /// The hub says the user's channels are subscribed: the first sync reads the history.
+    /// The hub says the user's channels are subscribed: the first sync reads the history. A
+    /// session already past it (a repeated acknowledgement) keeps its state.
     pub(super) fn on_subscribed(&mut self, ctx: &mut Context<Self>) {
-        if let Some(SyncState::Subscribing { since, buffer }) = self.sync.take() {
-            self.sync = Some(SyncState::Reading(Reading::first(since, buffer)));
-            self.start_read(ctx);
-            return;
+        match self.sync.take() {
+            Some(SyncState::Subscribing { since, buffer }) => {
+                self.sync = Some(SyncState::Reading(Reading::first(since, buffer)));
+                self.start_read(ctx);
+            }
+            other => self.sync = other,
         }
-        // Already past it (a duplicate acknowledgement): nothing changes.
     }
 
     /// The broker link came back: a live session catches up after a random delay within the
