@@ -92,6 +92,31 @@ pub(super) struct Reading {
     pub(super) stale: bool,
     /// Reads made for this sync, for the retry backoff.
     pub(super) attempt: u32,
+    /// `websocket.resume` (first sync) or `websocket.catch_up`, from the read to the merge.
+    pub(super) span: tracing::Span,
+}
+
+/// The target of the spans exported over OTLP (the server's `telemetry::SPAN_TARGET`).
+const SPAN_TARGET: &str = "websocket";
+
+fn resume_span() -> tracing::Span {
+    tracing::info_span!(
+        target: SPAN_TARGET,
+        "websocket.resume",
+        outcome = tracing::field::Empty,
+        replayed = tracing::field::Empty,
+        attempts = tracing::field::Empty,
+    )
+}
+
+fn catch_up_span() -> tracing::Span {
+    tracing::info_span!(
+        target: SPAN_TARGET,
+        "websocket.catch_up",
+        outcome = tracing::field::Empty,
+        replayed = tracing::field::Empty,
+        attempts = tracing::field::Empty,
+    )
 }
 
 impl Reading {
@@ -103,6 +128,7 @@ impl Reading {
             first: true,
             stale: false,
             attempt: 0,
+            span: resume_span(),
         }
     }
 
@@ -114,6 +140,7 @@ impl Reading {
             resumed: true,
             stale: false,
             attempt: 0,
+            span: catch_up_span(),
         }
     }
 
@@ -368,11 +395,16 @@ impl Session {
             buffer,
             first,
             resumed,
+            attempt,
+            span,
             ..
         } = reading;
         let buffered = buffer.len();
         let merged = resume::merge(from.as_ref(), read, buffer, access.max_replay);
-        self.record_sync(first && resumed, outcome, &merged);
+        let replayed = self.record_sync(first && resumed, outcome, &merged);
+        span.record("outcome", outcome.label());
+        span.record("replayed", replayed);
+        span.record("attempts", attempt + 1);
         if first {
             let recovered = resumed.then_some(merged.recovered);
             self.send_control_text(ctx, v2::welcome(&merged.snapshot, recovered));
@@ -389,7 +421,8 @@ impl Session {
         self.start_read(ctx);
     }
 
-    fn record_sync(&self, resume: bool, outcome: Outcome, merged: &Merged) {
+    /// Counts the resume and the messages it replays; answers how many.
+    fn record_sync(&self, resume: bool, outcome: Outcome, merged: &Merged) -> u64 {
         let metrics = &self.params.metrics;
         if resume {
             metrics.resumes.with_label_values(&[outcome.label()]).inc();
@@ -400,6 +433,7 @@ impl Session {
             .filter(|item| matches!(item, Item::History(_)))
             .count();
         metrics.messages_replayed.inc_by(replayed as u64);
+        replayed as u64
     }
 
     /// Sends merged items; answers how many of them were live (buffered) messages.
