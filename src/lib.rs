@@ -313,7 +313,7 @@ pub async fn run_traced(
         trace_user_hash: UserIdHasher::from_settings(&settings.telemetry, &settings.auth)?,
         history_access: history
             .as_ref()
-            .map(|store| history_access(&settings, store)),
+            .map(|store| Arc::new(history_access(&settings, store))),
         history,
     });
     let server = http_server(&settings, listener, workers, state, ingest_status)?;

@@ -33,7 +33,7 @@ pub struct AppState {
     /// The users' histories (durable publishing); `None` when `history.size` is 0.
     pub history: Option<Arc<dyn History>>,
     /// What v2 sessions read the history with; `None` when history is off.
-    pub history_access: Option<HistoryAccess>,
+    pub history_access: Option<Arc<HistoryAccess>>,
     /// Records a keyed hash of the user id on connect spans; `None`: nothing of it.
     pub trace_user_hash: Option<crate::telemetry::UserIdHasher>,
 }

@@ -396,6 +396,7 @@ impl Handler<Interest> for RedisSubscriber {
             self.wanted.insert(interest.user.clone());
         } else {
             self.wanted.remove(&interest.user);
+            self.resubscribing.remove(&interest.user);
         }
         self.dirty.insert(interest.user);
         self.flush(ctx);

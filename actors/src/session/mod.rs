@@ -93,7 +93,7 @@ pub struct SessionParams {
     /// Raw payloads, or protocol v2 (with where it resumes from).
     pub protocol: Protocol,
     /// The user's history, for v2 resumes and catch-ups; `None` when history is off.
-    pub history: Option<HistoryAccess>,
+    pub history: Option<Arc<HistoryAccess>>,
 }
 
 /// Where a session is in its close.
@@ -126,7 +126,7 @@ pub struct Session {
     /// because the client does not read.
     slow_consumer: bool,
     /// Where a v2 session stands in its user's history; `None` for a legacy session.
-    sync: Option<SyncState>,
+    sync: Option<Box<SyncState>>,
 }
 
 impl Session {
@@ -144,7 +144,7 @@ impl Session {
             outbox.push(OutFrame::raw(upgraded.handshake));
         }
         let now = Instant::now();
-        let sync = Session::initial_sync(&params);
+        let sync = Session::initial_sync(&params).map(Box::new);
         Session::create(move |ctx| {
             ctx.add_stream(frames);
             Session {
@@ -392,7 +392,7 @@ impl Actor for Session {
             link,
         });
         self.arm_deadlines(ctx);
-        if matches!(self.sync, Some(SyncState::Unpositioned)) {
+        if matches!(self.sync.as_deref(), Some(SyncState::Unpositioned)) {
             self.welcome_unpositioned(ctx);
         }
         self.flush(ctx);

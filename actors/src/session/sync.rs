@@ -180,7 +180,7 @@ impl Session {
     pub(super) fn deliver_v2(&mut self, ctx: &mut Context<Self>, deliver: Deliver) {
         let bound = self.sync_buffer_max();
         let Deliver { message, v2_frame } = deliver;
-        match &mut self.sync {
+        match self.sync.as_deref_mut() {
             Some(SyncState::Subscribing { buffer, .. }) => {
                 if buffer.len() >= bound {
                     buffer.clear(); // durable ones are in the history the read will see
@@ -198,7 +198,10 @@ impl Session {
                         .catch_ups
                         .with_label_values(&["gap"])
                         .inc();
-                    self.sync = Some(SyncState::Reading(Reading::catch_up(from, vec![message])));
+                    self.sync = Some(Box::new(SyncState::Reading(Reading::catch_up(
+                        from,
+                        vec![message],
+                    ))));
                     self.start_read(ctx);
                 }
                 Step::NewEpoch(reset) => {
@@ -217,7 +220,8 @@ impl Session {
         message: Published,
         frame: Option<ByteString>,
     ) {
-        if let (Some(SyncState::Live { at }), Some(position)) = (&mut self.sync, &message.position)
+        if let (Some(SyncState::Live { at }), Some(position)) =
+            (self.sync.as_deref_mut(), &message.position)
         {
             *at = position.clone();
         }
@@ -233,7 +237,7 @@ impl Session {
             .with_label_values(&[reason])
             .inc();
         self.send_control_text(ctx, v2::reset(position));
-        if let Some(SyncState::Live { at }) = &mut self.sync {
+        if let Some(SyncState::Live { at }) = self.sync.as_deref_mut() {
             *at = position.clone();
         }
     }
@@ -252,12 +256,12 @@ impl Session {
     /// The hub says the user's channels are subscribed: the first sync reads the history. A
     /// session already past it (a repeated acknowledgement) keeps its state.
     pub(super) fn on_subscribed(&mut self, ctx: &mut Context<Self>) {
-        match self.sync.take() {
+        match self.sync.take().map(|state| *state) {
             Some(SyncState::Subscribing { since, buffer }) => {
-                self.sync = Some(SyncState::Reading(Reading::first(since, buffer)));
+                self.sync = Some(Box::new(SyncState::Reading(Reading::first(since, buffer))));
                 self.start_read(ctx);
             }
-            other => self.sync = other,
+            other => self.sync = other.map(Box::new),
         }
     }
 
@@ -273,7 +277,7 @@ impl Session {
     }
 
     fn catch_up(&mut self, ctx: &mut Context<Self>) {
-        match &mut self.sync {
+        match self.sync.as_deref_mut() {
             Some(SyncState::Live { at }) => {
                 let from = at.clone();
                 self.params
@@ -281,7 +285,10 @@ impl Session {
                     .catch_ups
                     .with_label_values(&["reconnect"])
                     .inc();
-                self.sync = Some(SyncState::Reading(Reading::catch_up(from, Vec::new())));
+                self.sync = Some(Box::new(SyncState::Reading(Reading::catch_up(
+                    from,
+                    Vec::new(),
+                ))));
                 self.start_read(ctx);
             }
             // A read begun before the link came back may have missed messages: read again.
@@ -294,7 +301,7 @@ impl Session {
     /// the test delays), then merges.
     fn start_read(&mut self, ctx: &mut Context<Self>) {
         let (Some(access), Some(SyncState::Reading(reading))) =
-            (self.params.history.clone(), &self.sync)
+            (self.params.history.clone(), self.sync.as_deref())
         else {
             return;
         };
@@ -327,14 +334,14 @@ impl Session {
         if self.phase != Phase::Open {
             return;
         }
-        let Some(SyncState::Reading(mut reading)) = self.sync.take() else {
+        let Some(SyncState::Reading(mut reading)) = self.sync.take().map(|state| *state) else {
             return;
         };
         let read = match result {
             Ok(read) if !reading.stale => read,
             Ok(_) => {
                 reading.stale = false;
-                self.sync = Some(SyncState::Reading(reading));
+                self.sync = Some(Box::new(SyncState::Reading(reading)));
                 self.start_read(ctx);
                 return;
             }
@@ -346,7 +353,7 @@ impl Session {
             .filter(|from| lost_entries(from, &read))
         {
             let lost = from.epoch.clone();
-            self.sync = Some(SyncState::Reading(reading));
+            self.sync = Some(Box::new(SyncState::Reading(reading)));
             return self.renew_epoch(ctx, lost);
         }
         self.apply_read(ctx, reading, read);
@@ -362,7 +369,7 @@ impl Session {
             return self.close(ctx, CloseCode::ExternalService, message);
         }
         let delay = full_jitter(RETRY_BASE, RETRY_CAP, reading.attempt);
-        self.sync = Some(SyncState::Reading(reading));
+        self.sync = Some(Box::new(SyncState::Reading(reading)));
         ctx.run_later(delay, |session, ctx| session.start_read(ctx));
     }
 
@@ -413,11 +420,11 @@ impl Session {
         }
         let live_sent = self.send_items(ctx, merged.items, &merged.snapshot.epoch);
         self.count_dropped("duplicate", buffered - live_sent - merged.pending.len());
-        self.sync = Some(if merged.pending.is_empty() {
+        self.sync = Some(Box::new(if merged.pending.is_empty() {
             SyncState::Live { at: merged.last }
         } else {
             SyncState::Reading(Reading::catch_up(merged.last, merged.pending))
-        });
+        }));
         self.start_read(ctx);
     }
 
