@@ -2,7 +2,7 @@
 //! JSON 404 for everything else.
 
 mod bearer;
-mod body;
+pub(crate) mod body;
 mod health;
 mod offer;
 mod publish;
