@@ -17,8 +17,6 @@ const state = {
   stopPolling: null,
   /** What this browser did, newest first (kept for the page's life). */
   log: [],
-  /** The action panel under a looked-up user, kept across refreshes. */
-  userActions: null,
 };
 
 let flashTimer = null;
@@ -95,8 +93,8 @@ function route() {
   } else if (view === "user") {
     byId("user-id").value = arg;
     if (arg) {
-      state.userActions = userActions(arg);
-      state.stopPolling = poll(() => guarded(async () => renderUser(await api.user(arg), state.userActions)), USER_EVERY_MS);
+      show(byId("user-result"), el("div", { id: "user-sockets" }), userActions(arg), el("div", { id: "user-history" }));
+      state.stopPolling = poll(() => guarded(async () => renderUser(await api.user(arg))), USER_EVERY_MS);
     } else {
       show(byId("user-result"), el("p", { class: "muted" }, "Enter a user id (the sub of the user's token) to see their sockets on every replica."));
       byId("user-id").focus();

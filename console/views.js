@@ -20,16 +20,22 @@ const table = (head, rows, empty) =>
     ? el("p", { class: "muted empty" }, empty)
     : el("table", {}, el("thead", {}, el("tr", {}, head.map((h) => el("th", {}, h)))), el("tbody", {}, rows));
 
-function sourceText(cluster, what) {
+/** Where the figures came from: `texts.redis` or `texts.local`, or the Redis error. */
+function sourceText(cluster, texts) {
   if (cluster?.error) return [badge("Redis unreachable", "bad"), ` ${cluster.error}`];
-  if (cluster?.source === "redis") return `${what} from every replica sharing this Redis (heartbeats every 2 s).`;
-  return `${what} from this node only: no Redis is configured, so there are no other replicas to ask.`;
+  return cluster?.source === "redis" ? texts.redis : texts.local;
 }
 
 /** The overview: totals, one row per replica. */
 export function renderOverview(data) {
   const refused = Object.values(data.refusals.totals).reduce((a, b) => a + b, 0);
-  show(document.getElementById("overview-source"), sourceText(data.cluster, "Replicas"));
+  show(
+    document.getElementById("overview-source"),
+    sourceText(data.cluster, {
+      redis: "Every replica sharing this Redis, from the heartbeat each one writes every 2 s.",
+      local: "This node only: no Redis is configured, so there is no other replica to list.",
+    }),
+  );
   show(
     document.getElementById("overview-totals"),
     stat("replicas", fmt.number(data.totals.nodes), data.totals.draining ? `${data.totals.draining} draining` : null),
@@ -67,8 +73,8 @@ function historyBlock(data) {
     return el(
       "p",
       { class: "muted" },
-      "No message history on this server (the history store is not configured), so past messages cannot be shown. ",
-      "Messages published from here are sent live to the sockets above.",
+      "No message history is available on this server, so past messages cannot be shown here. ",
+      "Messages published from here go live to the sockets above.",
     );
   }
   const rows = [...data.history].reverse().map((entry) =>
@@ -86,8 +92,9 @@ function historyBlock(data) {
   ];
 }
 
-/** The lookup's answer: online or not, each socket, the history; `actions` go below. */
-export function renderUser(data, actions) {
+/** The lookup's answer: online or not, each socket, the history (the actions panel between
+ * them is the page's and stays as it is across refreshes). */
+export function renderUser(data) {
   const now = Date.now();
   const replicas = new Set(data.connections.map((c) => c.node)).size;
   const rows = data.connections.map((c) =>
@@ -96,33 +103,38 @@ export function renderUser(data, actions) {
       { dataset: { conn: String(c.conn) } },
       el("td", {}, el("code", {}, c.node), c.this_node ? [" ", badge("this node")] : null),
       el("td", { class: "num" }, c.conn),
-      el("td", { title: fmt.dateTime(c.since_ms) }, fmt.dateTime(c.since_ms)),
-      el("td", {}, `${fmt.duration(now - c.since_ms)}`),
+      el("td", {}, fmt.dateTime(c.since_ms)),
+      el("td", {}, fmt.duration(now - c.since_ms)),
       el("td", {}, c.protocol),
     ),
   );
+  const summary = data.online
+    ? `${data.connections.length} socket${data.connections.length === 1 ? "" : "s"} on ${replicas} replica${replicas === 1 ? "" : "s"}`
+    : "no open socket on any replica";
   show(
-    document.getElementById("user-result"),
+    document.getElementById("user-sockets"),
     el(
       "div",
       { class: "card" },
       el(
         "div",
         { class: "user-head" },
-        el("h2", {}, el("code", { id: "user-shown" }, data.user_id)),
+        el("h2", {}, el("code", {}, data.user_id)),
         data.online ? badge("online", "ok") : badge("offline", "bad"),
-        el(
-          "span",
-          { id: "user-summary", class: "muted" },
-          data.online ? `${data.connections.length} socket${data.connections.length === 1 ? "" : "s"} on ${replicas} replica${replicas === 1 ? "" : "s"}` : "no open socket on any replica",
-        ),
+        el("span", { id: "user-summary", class: "muted" }, summary),
       ),
-      el("p", { class: "muted small" }, sourceText(data.cluster, "Sockets")),
+      el(
+        "p",
+        { class: "muted small" },
+        sourceText(data.cluster, {
+          redis: "This node's sockets from its own hubs; other replicas' from their connection leases in Redis.",
+          local: "Sockets of this node only: no Redis is configured, so there is no other replica to ask.",
+        }),
+      ),
       table(["replica", "connection", "connected since", "for", "protocol"], rows, "No socket."),
     ),
-    actions,
-    el("div", { class: "card" }, el("h2", {}, "Last messages"), historyBlock(data)),
   );
+  show(document.getElementById("user-history"), el("div", { class: "card" }, el("h2", {}, "Last messages"), historyBlock(data)));
   show(document.getElementById("user-updated"), `updated ${fmt.time(now)} · refreshes every 2 s`);
 }
 
@@ -183,7 +195,11 @@ export function renderRefusals(data) {
       el("thead", {}, el("tr", {}, el("th", {}, "minute"), el("th", {}, ""), reasons.map((r) => el("th", { class: "num" }, REASONS[r] ?? r)), el("th", { class: "num" }, "total"))),
       el("tbody", {}, rows),
     ),
-    el("p", { class: "muted small" }, sourceText(data.cluster, "Counts")),
+    el(
+      "p",
+      { class: "muted small" },
+      sourceText(data.cluster, { redis: "Summed over every replica sharing this Redis.", local: "This node only (no Redis configured)." }),
+    ),
   );
   show(document.getElementById("refusals-updated"), `updated ${fmt.time(Date.now())} · refreshes every 10 s`);
 }
