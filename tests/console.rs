@@ -186,6 +186,11 @@ async fn the_page_is_embedded_and_served_with_strict_headers() {
         .get("/console/assets/nope.js")
         .await
         .assert_error(404, "NOT_FOUND");
+    let auth = bearer(ADMIN_KEY);
+    let unknown = server
+        .get_with("/api/v1/admin/nope", &[("Authorization", &auth)])
+        .await;
+    unknown.assert_error(404, "NOT_FOUND");
 }
 
 /// Login posts the key once and gets an HttpOnly, SameSite=Strict session cookie (not

@@ -76,18 +76,28 @@ pub struct Issued {
 /// The admin key, kept only as what is needed to check it and to sign sessions.
 pub struct AdminAuth {
     key_digest: [u8; 32],
-    session_key: [u8; 32],
+    /// HMAC-SHA256 keyed with the session key (derived from the admin key), cloned per use.
+    session_mac: HmacSha256,
 }
+
+/// HMAC refused a key (it takes any length, so this does not happen).
+#[derive(Debug, thiserror::Error)]
+#[error("console.admin_key is not a usable HMAC key")]
+pub struct UnusableKey;
 
 impl AdminAuth {
     /// Derives what the console needs from `admin_key`.
-    pub fn new(admin_key: &str) -> Self {
-        let mut mac = mac_with(admin_key.as_bytes());
-        mac.update(SESSION_KEY_LABEL);
-        Self {
+    pub fn new(admin_key: &str) -> Result<Self, UnusableKey> {
+        let mut derive =
+            <HmacSha256 as Mac>::new_from_slice(admin_key.as_bytes()).map_err(|_| UnusableKey)?;
+        derive.update(SESSION_KEY_LABEL);
+        let session_key = derive.finalize().into_bytes();
+        let session_mac =
+            <HmacSha256 as Mac>::new_from_slice(&session_key).map_err(|_| UnusableKey)?;
+        Ok(Self {
             key_digest: Sha256::digest(admin_key.as_bytes()).into(),
-            session_key: mac.finalize().into_bytes().into(),
-        }
+            session_mac,
+        })
     }
 
     /// Whether `presented` is the admin key, compared in constant time.
@@ -116,7 +126,7 @@ impl AdminAuth {
     pub fn verify(&self, cookie: &str, now: SystemTime) -> Option<SystemTime> {
         let (body, signature) = cookie.rsplit_once('.')?;
         let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
-        let mut mac = mac_with(&self.session_key);
+        let mut mac = self.session_mac.clone();
         mac.update(body.as_bytes());
         mac.verify_slice(&signature).ok()?;
         let mut parts = body.split('.');
@@ -142,7 +152,7 @@ impl AdminAuth {
     }
 
     fn sign(&self, input: &[u8]) -> [u8; 32] {
-        let mut mac = mac_with(&self.session_key);
+        let mut mac = self.session_mac.clone();
         mac.update(input);
         mac.finalize().into_bytes().into()
     }
@@ -186,12 +196,6 @@ impl AdminAuth {
         }
         Ok(Operator::Session)
     }
-}
-
-fn mac_with(key: &[u8]) -> HmacSha256 {
-    // HMAC takes a key of any length.
-    <HmacSha256 as Mac>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts any key"))
 }
 
 fn unix_seconds(time: SystemTime) -> u64 {
@@ -288,7 +292,7 @@ mod tests {
 
     #[test]
     fn the_key_matches_only_itself() {
-        let auth = AdminAuth::new(KEY);
+        let auth = AdminAuth::new(KEY).unwrap();
         assert!(auth.key_matches(KEY));
         assert!(!auth.key_matches("admin-key-012345678"));
         assert!(!auth.key_matches(""));
@@ -296,12 +300,13 @@ mod tests {
 
     #[test]
     fn sessions_verify_until_expiry_and_only_under_their_key() {
-        let auth = AdminAuth::new(KEY);
+        let auth = AdminAuth::new(KEY).unwrap();
         let now = SystemTime::now();
         let issued = auth.issue(now);
         assert!(auth.verify(&issued.cookie, now).is_some());
         assert!(auth.verify(&issued.cookie, issued.expires).is_none());
         assert!(AdminAuth::new("another-admin-key-000")
+            .unwrap()
             .verify(&issued.cookie, now)
             .is_none());
         let forged = issued.cookie.replacen("v1.", "v1.9", 1);
@@ -357,7 +362,7 @@ mod tests {
 
     #[test]
     fn a_session_needs_its_csrf_token_to_change_state() {
-        let auth = AdminAuth::new(KEY);
+        let auth = AdminAuth::new(KEY).unwrap();
         let issued = auth.issue(SystemTime::now());
         let cid = CorrelationId::generate();
         let request = |csrf: Option<&str>| {

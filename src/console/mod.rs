@@ -180,7 +180,7 @@ pub fn start(
         history: state.history.clone(),
     };
     let console = web::Data::new(Console {
-        auth: AdminAuth::new(&settings.console.admin_key),
+        auth: AdminAuth::new(&settings.console.admin_key)?,
         started_at: SystemTime::now(),
         live: Mutex::new(LiveStats::default()),
         cluster,
