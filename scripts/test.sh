@@ -37,3 +37,6 @@ echo "==> deploy/ checks (manifests, compose, env names, Dockerfile lint, server
 
 echo "==> TypeScript client: build, unit tests, end-to-end test in headless Chromium"
 ./scripts/test-clients.sh
+
+echo "==> Operator console: end-to-end test in headless Chromium"
+./scripts/test-console.sh

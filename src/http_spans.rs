@@ -24,10 +24,23 @@ pub const LOGGED_QUERY_PARAMETERS: [&str; 2] = ["v", "since"];
 /// What a redacted query value is replaced with.
 const REDACTED: &str = "[redacted]";
 
+/// Paths that end in a user id (the console's user lookup): the id is logged as `[redacted]`,
+/// as no log line or span carries a user id.
+const USER_PATH_PREFIX: &str = "/api/v1/admin/users/";
+
 /// The request path and query, as logged: the value of every query parameter not in
 /// [`LOGGED_QUERY_PARAMETERS`] is replaced by `[redacted]` (a token, an API key, a password or
-/// anything else a client put there), and a parameter without `=` is replaced whole.
+/// anything else a client put there), and a parameter without `=` is replaced whole; a user id
+/// in the path ([`USER_PATH_PREFIX`]) is replaced too.
 pub fn redacted_target(path: &str, query: &str) -> String {
+    let redacted_path;
+    let path = match path.strip_prefix(USER_PATH_PREFIX) {
+        Some(user) if !user.is_empty() => {
+            redacted_path = format!("{USER_PATH_PREFIX}{REDACTED}");
+            redacted_path.as_str()
+        }
+        _ => path,
+    };
     if query.is_empty() {
         return path.to_owned();
     }
@@ -118,5 +131,21 @@ mod tests {
         );
         assert_eq!(redacted_target("/h", "%76=x"), "/h?%76=[redacted]");
         assert_eq!(redacted_target("/h", "token=a=b"), "/h?token=[redacted]");
+    }
+
+    #[test]
+    fn the_user_id_of_a_console_lookup_is_redacted() {
+        assert_eq!(
+            redacted_target("/api/v1/admin/users/alice%40school", "x=1"),
+            "/api/v1/admin/users/[redacted]?x=[redacted]"
+        );
+        assert_eq!(
+            redacted_target("/api/v1/admin/users/", ""),
+            "/api/v1/admin/users/"
+        );
+        assert_eq!(
+            redacted_target("/api/v1/admin/nodes", ""),
+            "/api/v1/admin/nodes"
+        );
     }
 }

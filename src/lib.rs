@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`config`] — settings from `settings.toml` and `WS__SECTION__KEY` overrides.
+//! - [`console`] — the operator console at `/console` and the admin API `/api/v1/admin/…`.
 //! - [`auth`] — JWT validation for upgrades.
 //! - [`routes`] — the HTTP surface (`/ws`, `/healthz`, `/readyz`, `/metrics`, publish API).
 //! - [`correlation`] — correlation ids and request metrics middleware.
@@ -25,6 +26,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod correlation;
 pub mod dev;
 pub mod errors;
@@ -54,8 +56,8 @@ use ws_actors::history::{History, HistoryConfig, MemoryHistory, RedisHistory};
 use ws_actors::session::HistoryAccess;
 use ws_actors::trace::ForwardTracer;
 use ws_actors::{
-    Broker, ConnectionLimiter, Directory, DrainCoordinator, DrainState, HubSettings, RedisConfig,
-    SessionConfig,
+    Broker, ConnectionLimiter, Directory, DrainCoordinator, DrainState, HubSettings, NodeId,
+    RedisConfig, SessionConfig,
 };
 
 use crate::config::Settings;
@@ -315,8 +317,18 @@ pub async fn run_traced(
             .as_ref()
             .map(|store| Arc::new(history_access(&settings, store))),
         history,
+        node: NodeId::generate(),
     });
-    let server = http_server(&settings, listener, workers, state, ingest_status)?;
+    let console = console::start(&settings, &state)?;
+    let (console_data, console_task) = console.unzip();
+    let server = http_server(
+        &settings,
+        listener,
+        workers,
+        state,
+        ingest_status,
+        console_data,
+    )?;
     let handle = server.handle();
     let serving = actix_web::rt::spawn(server);
 
@@ -325,6 +337,9 @@ pub async fn run_traced(
     // Every session is gone (or the deadline passed): nothing is left worth waiting for.
     handle.stop(false).await;
     let _ = serving.await;
+    if let Some(task) = console_task {
+        task.abort();
+    }
     #[cfg(feature = "kafka")]
     if let Some(ingest) = ingest {
         ingest.stop().await;
@@ -343,6 +358,7 @@ fn http_server(
     workers: usize,
     state: web::Data<AppState>,
     ingest_status: Option<web::Data<routes::IngestStatus>>,
+    console: Option<web::Data<console::Console>>,
 ) -> anyhow::Result<actix_server::Server> {
     let http_metrics = web::Data::new(state.metrics.http.clone());
     let publish_body_limits = web::Data::new(routes::BodyLimits {
@@ -375,7 +391,12 @@ fn http_server(
             }
             .wrap(from_fn(correlation::middleware))
             .wrap(TracingLogger::<RedactingRootSpan>::new())
-            .configure(move |cfg| routes::configure(cfg, &ws_path));
+            .configure(|cfg| {
+                if let Some(console) = console.clone() {
+                    console::configure(cfg, console);
+                }
+                routes::configure(cfg, &ws_path);
+            });
             let upgrade_context = upgrade_context.clone();
             let upgrade = fn_service(move |(req, framed)| {
                 routes::upgrade(upgrade_context.clone(), req, framed)

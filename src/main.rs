@@ -27,7 +27,8 @@ const EX_CONFIG: u8 = 78;
 const USAGE: &str = "usage: websocket-service [--config PATH] [--dev]
 
   --config PATH  settings file (default: ./settings.toml, then settings.toml beside the binary)
-  --dev          zero-setup run: in-process broker, random secret and API key, prints a demo token
+  --dev          zero-setup run: in-process broker, random secret and keys, prints a demo token
+                 and the operator console's address and admin key
 Every setting can be overridden as WS__SECTION__KEY, e.g. WS__REDIS__URL=redis://127.0.0.1:6379";
 
 struct Args {

@@ -1,11 +1,12 @@
 //! What every HTTP handler shares: the token validator, the broker handle, the directory, the
-//! connection limiter, the drain flag, the metrics and the per-socket limits.
+//! connection limiter, the drain flag, the metrics and the per-socket limits, this node's id
+//! and the history store.
 
 use std::sync::Arc;
 
 use ws_actors::history::History;
 use ws_actors::session::HistoryAccess;
-use ws_actors::{Broker, ConnectionLimiter, Directory, DrainState, SessionConfig};
+use ws_actors::{Broker, ConnectionLimiter, Directory, DrainState, NodeId, SessionConfig};
 
 use crate::auth::TokenValidator;
 use crate::metrics::Metrics;
@@ -36,4 +37,6 @@ pub struct AppState {
     pub history_access: Option<Arc<HistoryAccess>>,
     /// Records a keyed hash of the user id on connect spans; `None`: nothing of it.
     pub trace_user_hash: Option<crate::telemetry::UserIdHasher>,
+    /// This process among the replicas (heartbeats, leases, the console).
+    pub node: NodeId,
 }

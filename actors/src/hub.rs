@@ -8,11 +8,14 @@
 //! refused socket holds no slot of the global cap). The hub keeps its own count as a backstop:
 //! a seat is given back only after the session's leave is sent, so the hub never sees more than
 //! the quota and never refuses a session the limiter admitted.
+//!
+//! For the operator console a hub also answers [`UserSessions`] (its sessions and since when)
+//! and [`DisconnectUser`] (close every session 4003).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 
@@ -97,10 +100,41 @@ pub struct HubIdle {
     pub joins_seen: u64,
 }
 
+/// One session of a user on this node, as the console shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The connection.
+    pub conn: ConnId,
+    /// When the hub admitted it.
+    pub since: SystemTime,
+    /// The client protocol: `"legacy"` (raw payloads) until v2 sessions tell their hub.
+    pub protocol: &'static str,
+}
+
+/// Asks for the sessions of the hub's user (forwarded by the directory shard).
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Vec<SessionInfo>")]
+pub struct UserSessions {
+    /// The user.
+    pub user: UserId,
+}
+
+/// Closes every session of the hub's user with 4003; answers how many were told.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "usize")]
+pub struct DisconnectUser {
+    /// The user.
+    pub user: UserId,
+    /// The close reason's message.
+    pub reason: Arc<str>,
+}
+
 /// One user's sessions on this node.
 pub struct UserHub {
     user: UserId,
     sessions: HashMap<ConnId, SessionLink>,
+    /// When each session was admitted (for the console).
+    joined_at: HashMap<ConnId, SystemTime>,
     settings: HubSettings,
     /// The shard that holds this hub, told when the hub empties.
     shard: Recipient<HubIdle>,
@@ -127,6 +161,7 @@ impl UserHub {
         Self {
             user,
             sessions: HashMap::new(),
+            joined_at: HashMap::new(),
             settings,
             shard,
             metrics,
@@ -164,6 +199,7 @@ impl UserHub {
             join.link.control.do_send(SessionControl::Subscribed);
         }
         self.v2_sessions += usize::from(join.link.v2);
+        self.joined_at.insert(join.conn, SystemTime::now());
         self.sessions.insert(join.conn, join.link);
     }
 }
@@ -213,6 +249,7 @@ impl Handler<Leave> for UserHub {
     type Result = ();
 
     fn handle(&mut self, leave: Leave, _: &mut Context<Self>) {
+        self.joined_at.remove(&leave.conn);
         if let Some(link) = self.sessions.remove(&leave.conn) {
             self.v2_sessions -= usize::from(link.v2);
             self.report_if_idle();
@@ -295,6 +332,35 @@ impl Handler<ChannelLive> for UserHub {
         for link in self.sessions.values().filter(|link| link.v2) {
             link.control.do_send(control.clone());
         }
+    }
+}
+
+impl Handler<UserSessions> for UserHub {
+    type Result = MessageResult<UserSessions>;
+
+    fn handle(&mut self, _: UserSessions, _: &mut Context<Self>) -> Self::Result {
+        let sessions = self.sessions.keys().map(|&conn| SessionInfo {
+            conn,
+            since: self.joined_at.get(&conn).copied().unwrap_or(UNIX_EPOCH),
+            protocol: if self.sessions.get(&conn).is_some_and(|link| link.v2) {
+                "v2"
+            } else {
+                "legacy"
+            },
+        });
+        MessageResult(sessions.collect())
+    }
+}
+
+impl Handler<DisconnectUser> for UserHub {
+    type Result = usize;
+
+    fn handle(&mut self, disconnect: DisconnectUser, _: &mut Context<Self>) -> usize {
+        for link in self.sessions.values() {
+            let reason = Arc::clone(&disconnect.reason);
+            link.control.do_send(SessionControl::Disconnect { reason });
+        }
+        self.sessions.len()
     }
 }
 

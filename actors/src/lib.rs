@@ -58,7 +58,7 @@ pub use broker::{Broker, BrokerError, BrokerHealth, RedisConfig};
 pub use close::{CloseCode, CloseReason, ErrorCode};
 pub use directory::Directory;
 pub use drain::{DrainCoordinator, DrainState, SpreadCloses};
-pub use hub::HubSettings;
+pub use hub::{HubSettings, SessionInfo};
 pub use ids::{ConnId, NodeId, UserId};
 pub use limiter::{AdmissionRefusal, ConnectionLimiter, ConnectionPermit, LingerSlot};
 pub use metrics::RelayMetrics;

@@ -23,6 +23,7 @@ enum Seen {
     Joined,
     Refused(JoinRefusal),
     Drain,
+    Disconnect(String),
     Interest(String, bool),
 }
 
@@ -47,6 +48,7 @@ impl Handler<SessionControl> for Probe {
             SessionControl::Joined => Seen::Joined,
             SessionControl::Refused(refusal) => Seen::Refused(refusal),
             SessionControl::Drain { .. } => Seen::Drain,
+            SessionControl::Disconnect { reason } => Seen::Disconnect(reason.to_string()),
             // Channel acknowledgements concern v2 sessions only.
             SessionControl::Subscribed | SessionControl::CatchUp => return,
         };
@@ -258,4 +260,50 @@ async fn message_without_session_is_counted() {
         .with_label_values(&["no_session"])
         .get();
     assert_eq!(dropped, 1);
+}
+
+/// The console's view of a user: `sessions_of` lists the user's sessions on this node with
+/// the time each was admitted, and `disconnect` tells each of them to close with 4003 and the
+/// given reason; a user without a hub here has no session and nothing to disconnect.
+#[actix::test]
+async fn sessions_are_listed_and_disconnected_per_user() {
+    let f = fixture(10);
+    let before = std::time::SystemTime::now();
+    let mut a1 = join(&f.directory, "alice");
+    let mut a2 = join(&f.directory, "alice");
+    let mut b = join(&f.directory, "bob");
+    for session in [&mut a1, &mut a2, &mut b] {
+        assert_eq!(next(&mut session.rx).await, Seen::Joined);
+    }
+    let alice = UserId::new("alice");
+    let mut sessions = f.directory.sessions_of(&alice).await.unwrap();
+    sessions.sort_by_key(|s| s.conn);
+    let conns: Vec<ConnId> = sessions.iter().map(|s| s.conn).collect();
+    assert_eq!(conns, vec![a1.conn, a2.conn]);
+    assert!(sessions
+        .iter()
+        .all(|s| s.since >= before && s.protocol == "legacy"));
+    let nobody = UserId::new("nobody");
+    assert!(f.directory.sessions_of(&nobody).await.unwrap().is_empty());
+    assert_eq!(
+        f.directory
+            .disconnect(&nobody, Arc::from("x"))
+            .await
+            .unwrap(),
+        0
+    );
+
+    let told = f
+        .directory
+        .disconnect(&alice, Arc::from("account locked"))
+        .await
+        .unwrap();
+    assert_eq!(told, 2);
+    for session in [&mut a1, &mut a2] {
+        assert_eq!(
+            next(&mut session.rx).await,
+            Seen::Disconnect("account locked".into())
+        );
+    }
+    assert!(b.rx.try_recv().is_err(), "bob is not disconnected");
 }

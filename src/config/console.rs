@@ -17,6 +17,10 @@ pub struct ConsoleSettings {
     pub enabled: bool,
     /// The admin key (`Authorization: Bearer <admin_key>`); required when enabled.
     pub admin_key: String,
+    /// `--dev` only (never read from settings): the "try it" page may mint tokens for the demo
+    /// user.
+    #[serde(skip)]
+    pub demo_tokens: bool,
 }
 
 impl fmt::Debug for ConsoleSettings {
@@ -24,6 +28,7 @@ impl fmt::Debug for ConsoleSettings {
         f.debug_struct("ConsoleSettings")
             .field("enabled", &self.enabled)
             .field("admin_key", &redacted(&self.admin_key))
+            .field("demo_tokens", &self.demo_tokens)
             .finish()
     }
 }

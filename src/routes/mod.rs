@@ -2,7 +2,7 @@
 //! position API, and the JSON 404 for everything else.
 
 mod bearer;
-mod body;
+pub(crate) mod body;
 mod health;
 mod offer;
 mod position;

@@ -9,6 +9,7 @@
 //! as [`Interest`]; it reaches sessions only through the messages in `session::messages`.
 
 mod queue;
+mod sessions;
 mod shard;
 #[cfg(any(test, feature = "test-support"))]
 mod test_support;

@@ -104,6 +104,11 @@ impl DirectoryShard {
         self.hubs.len()
     }
 
+    /// The hub of `user`, if the user has one here.
+    pub(super) fn hub_of(&self, user: &UserId) -> Option<Addr<UserHub>> {
+        self.hubs.get(user).map(|entry| entry.addr.clone())
+    }
+
     /// Hands one message to the user's hub, or counts it dropped when the user has none here.
     fn route(&self, user: &str, message: Published) {
         self.metrics
