@@ -174,7 +174,7 @@ local function recall(record)
 end
 
 local function remember(record, epoch, offset, ttl)
-  redis.call('SET', record, epoch .. ':' .. int(offset), 'EX', ttl)
+  redis.call('SET', record, epoch .. ':' .. int(offset), 'EX', int(ttl))
 end
 
 -- Appends `payload` to the user's history and publishes it on the durable channel: the one
