@@ -52,7 +52,7 @@ use anyhow::Context as _;
 use tokio::sync::oneshot;
 use tracing_actix_web::TracingLogger;
 use ws_actors::drain::{DrainOutcome, ShutdownSignal};
-use ws_actors::history::{History, HistoryConfig, MemoryHistory, RedisHistory};
+use ws_actors::history::{History, HistoryConfig, HistoryStore, MemoryHistory, RedisHistory};
 use ws_actors::session::HistoryAccess;
 use ws_actors::trace::ForwardTracer;
 use ws_actors::{
@@ -105,7 +105,7 @@ fn session_config(settings: &Settings) -> SessionConfig {
 struct Started {
     broker: Broker,
     directory: Directory,
-    history: Option<Arc<dyn History>>,
+    history: Option<HistoryStore>,
 }
 
 /// How the history is kept, from `[history]`; `None` when it is off.
@@ -134,7 +134,7 @@ fn start_broker(
         let directory = Directory::start(&handles, hubs, None, relay.clone());
         let history = history.map(|config| {
             let store = MemoryHistory::new(config, Box::new(directory.clone()));
-            Arc::new(store) as Arc<dyn History>
+            HistoryStore::Memory(Arc::new(store))
         });
         return Ok(Started {
             broker: Broker::memory(directory.clone(), relay),
@@ -151,7 +151,7 @@ fn start_broker(
     let history = history.map(|config| {
         let store = redis.history(&config);
         load_history_library(store.clone());
-        Arc::new(store) as Arc<dyn History>
+        HistoryStore::Redis(store)
     });
     let directory = Directory::start(&handles, hubs, Some(redis.interest()), relay.clone());
     Ok(Started {
@@ -201,6 +201,7 @@ mod kafka {
     use actix_web::web;
     use anyhow::Context as _;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    use ws_actors::history::HistoryStore;
     use ws_actors::ingest::{Ingest, IngestMetrics, TraceParent};
     use ws_actors::Broker;
 
@@ -218,9 +219,11 @@ mod kafka {
         }
     }
 
+    /// Starts the ingest, publishing durably into `history` when history is on.
     pub(super) fn start(
         settings: &Settings,
         broker: &Broker,
+        history: Option<&HistoryStore>,
         metrics: &Metrics,
         exporting: bool,
     ) -> anyhow::Result<Option<Ingest>> {
@@ -231,7 +234,8 @@ mod kafka {
             IngestMetrics::register(&metrics.registry).context("cannot register metrics")?;
         let trace = exporting.then(|| Arc::new(OtelTraceParent) as Arc<dyn TraceParent>);
         let config = settings.kafka.ingest_config(&settings.redis);
-        let ingest = Ingest::start(config, broker.clone(), ingest_metrics, trace)
+        let history = history.cloned();
+        let ingest = Ingest::start(config, broker.clone(), history, ingest_metrics, trace)
             .context("cannot start the kafka ingest")?;
         Ok(Some(ingest))
     }
@@ -280,8 +284,9 @@ pub async fn run_traced(
         directory,
         history,
     } = start_broker(&settings, &shards, &metrics, tracer)?;
+    let shared_history = history.as_ref().map(HistoryStore::shared);
     #[cfg(feature = "kafka")]
-    let ingest = kafka::start(&settings, &broker, &metrics, exporting)?;
+    let ingest = kafka::start(&settings, &broker, history.as_ref(), &metrics, exporting)?;
     #[cfg(feature = "kafka")]
     let ingest_status = ingest.as_ref().map(|i| kafka::status(i, &settings));
     #[cfg(not(feature = "kafka"))]
@@ -313,10 +318,10 @@ pub async fn run_traced(
         allowed_origins: settings.server.allowed_origins.clone(),
         publish_api_key: Some(settings.api.publish_api_key.clone()).filter(|k| !k.is_empty()),
         trace_user_hash: UserIdHasher::from_settings(&settings.telemetry, &settings.auth)?,
-        history_access: history
+        history_access: shared_history
             .as_ref()
             .map(|store| Arc::new(history_access(&settings, store))),
-        history,
+        history: shared_history,
         node: NodeId::generate(),
     });
     let console = console::start(&settings, &state)?;

@@ -2,8 +2,9 @@
 //! free port with in-memory storage), a real redis-server and real sockets; the server runs
 //! in-process, or as the real binary where a test crashes it, signals it or reads its log. Platform events produced to Kafka must reach their owner's socket as the contract's
 //! notification, exactly once, across duplicates, a crash of the consuming server and a Redis
-//! outage; records that cannot become a notification go to the dead-letter topic without
-//! blocking the partition.
+//! outage; with history on (the default) they are durable, so a v2 socket gets them with their
+//! position and can resume; records that cannot become a notification go to the dead-letter
+//! topic without blocking the partition.
 //!
 //! tansu must be installed (`scripts/install-tansu.sh`; CI does it): without it these tests fail
 //! with a message saying so, they are never skipped.
@@ -416,7 +417,8 @@ impl Drop for OwnerService {
 /// The owner found by a JSON pointer, by a Redis key and by an HTTP lookup (cached): each event
 /// reaches its owner's socket as exactly the contract's notification; the same event produced
 /// twice is delivered once; an event whose owner the lookup does not know is rejected without
-/// holding up the next.
+/// holding up the next. History is off here (`history.size = 0`): the plain path, the event id
+/// marked by `SET NX` and the notification PUBLISHed on the plain channel in one script.
 #[actix_web::test]
 async fn events_reach_their_owner_found_by_pointer_redis_key_or_http_lookup_once() {
     let redis = RedisServer::start().await;
@@ -438,7 +440,7 @@ async fn events_reach_their_owner_found_by_pointer_redis_key_or_http_lookup_once
         slot_route(http_topic, ("owner_http_url", &owners.url_template())),
     ]);
     let settings = with_kafka(
-        TestSettings::with_redis(&redis),
+        TestSettings::with_redis(&redis).set("history.size", 0),
         &tansu,
         &routes,
         &[("required", "true")],
@@ -548,6 +550,105 @@ async fn events_reach_their_owner_found_by_pointer_redis_key_or_http_lookup_once
         Some("d"),
         "{dedupe_key} marks the event published"
     );
+}
+
+/// A v2 socket of `user` (`?v=2`, resuming from `since` when given): answers it and the welcome
+/// frame, which must come first.
+async fn connect_v2(server: &Server, user: &str, since: Option<&str>) -> (WsClient, Value) {
+    let mut url = format!("{}&v=2", server.ws_url(&token(user)));
+    if let Some(since) = since {
+        url = format!("{url}&since={since}");
+    }
+    let mut client = WsClient::connect(&url).await;
+    let welcome = recv_notifications(&mut client, 1).await.remove(0);
+    assert_eq!(welcome["type"], "welcome", "the first frame: {welcome}");
+    (client, welcome)
+}
+
+/// The v2 frame of the durable message `notification` at `epoch:offset`.
+fn durable_frame(epoch: &Value, offset: u64, notification: &str) -> Value {
+    let data: Value = serde_json::from_str(notification).expect("a notification is JSON");
+    json!({"type": "message", "epoch": epoch, "offset": offset, "data": data})
+}
+
+/// With history on (the default): an event reaches a v2 socket as a durable message with its
+/// position; the same event again (a redelivery) is not delivered twice; a socket resuming from
+/// before it gets it out of the history. Answers the epoch and the first event's id.
+async fn events_are_durable(settings: TestSettings, tansu: &Tansu) -> (Value, String) {
+    tansu.create_topic(SLOT_TOPIC, 1);
+    let routes = json!([slot_route(
+        SLOT_TOPIC,
+        ("user_pointer", "/metadata/user_id")
+    )]);
+    let server = Server::start_in_process(with_kafka(settings, tansu, &routes, &[])).await;
+    let (mut client, welcome) = connect_v2(&server, "owner-v", None).await;
+    let epoch = welcome["epoch"].clone();
+    assert_eq!(welcome["offset"], 0, "{welcome}");
+    let producer = tansu.producer();
+    let event = |id: &str, n| slot_assigned(id, "batch-v", n, json!({"user_id": "owner-v"}));
+    let (first, second) = (new_id(), new_id());
+    producer
+        .send_json(SLOT_TOPIC, "batch-v", &event(&first, 1))
+        .await;
+    let frames = recv_notifications(&mut client, 1).await;
+    let want = durable_frame(&epoch, 1, &slot_notification(&first, "batch-v", 1));
+    assert_eq!(frames[0], want);
+
+    producer
+        .send_json(SLOT_TOPIC, "batch-v", &event(&first, 1))
+        .await;
+    producer
+        .send_json(SLOT_TOPIC, "batch-v", &event(&second, 2))
+        .await;
+    let frames = recv_notifications(&mut client, 1).await;
+    let want = durable_frame(&epoch, 2, &slot_notification(&second, "batch-v", 2));
+    assert_eq!(frames[0], want, "the redelivered event was delivered again");
+    client.expect_silence(Duration::from_millis(300)).await;
+    let published = server.metric("ws_ingest_notifications_published_total");
+    assert_eq!(published.await, Some(2.0));
+    let duplicates = server.metric("ws_ingest_duplicates_suppressed_total");
+    assert_eq!(duplicates.await, Some(1.0));
+
+    let since = format!("{}:0", epoch.as_str().expect("an epoch"));
+    let (mut resumed, welcome) = connect_v2(&server, "owner-v", Some(&since)).await;
+    assert_eq!(
+        (&welcome["offset"], &welcome["recovered"]),
+        (&json!(2), &json!(true))
+    );
+    let replayed = recv_notifications(&mut resumed, 2).await;
+    let offsets: Vec<&Value> = replayed.iter().map(|frame| &frame["offset"]).collect();
+    assert_eq!(offsets, [1, 2], "both events are in the history, once each");
+    (epoch, first)
+}
+
+/// The Redis broker: dedupe, append and publish are one `ws_publish_once` call, the event id's
+/// record kept in the user's hash slot with the position it was published at.
+#[actix_web::test]
+async fn events_reach_v2_sockets_durably_once_with_redis() {
+    let redis = RedisServer::start().await;
+    let tansu = Tansu::start().await;
+    let (epoch, first) = events_are_durable(TestSettings::with_redis(&redis), &tansu).await;
+    let record = format!("{{ws:owner-v}}:d:{first}");
+    let stored: Option<String> = redis::cmd("GET")
+        .arg(&record)
+        .query_async(&mut redis.conn().await)
+        .await
+        .expect("GET the dedupe record");
+    let want = format!("{}:1", epoch.as_str().unwrap_or_default());
+    assert_eq!(stored, Some(want), "{record} holds the event's position");
+    let plain_mark: Option<String> = redis::cmd("GET")
+        .arg(format!("ws:ingest:seen:{first}"))
+        .query_async(&mut redis.conn().await)
+        .await
+        .expect("GET the plain dedupe key");
+    assert_eq!(plain_mark, None, "the plain path was not taken");
+}
+
+/// The in-process broker: the in-process dedupe cache, then the in-process history.
+#[actix_web::test]
+async fn events_reach_v2_sockets_durably_once_in_process() {
+    let tansu = Tansu::start().await;
+    events_are_durable(TestSettings::new(), &tansu).await;
 }
 
 /// A record with no owner, a malformed envelope and an event type without a route each land in

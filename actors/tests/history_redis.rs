@@ -1,7 +1,8 @@
 //! `RedisHistory` and its Redis Function library against a real `redis-server` started by the
 //! test: dense offsets under concurrency, trimming, expiry, lost meta records, reads past the
-//! top, the durable channel's messages, idempotency, reloading after `FUNCTION FLUSH`, and the
-//! Lua derivation of a user's key names matching `UserKeys` in Rust.
+//! top, the durable channel's messages, idempotency, the Kafka ingest's `ws_publish_once`
+//! (dedupe and append in one step), reloading after `FUNCTION FLUSH`, and the Lua derivation of
+//! a user's key names matching `UserKeys` in Rust.
 
 mod support;
 
@@ -11,7 +12,7 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use redis::aio::MultiplexedConnection;
 use support::{wait_until, RedisServer};
-use ws_actors::broker::keys::UserKeys;
+use ws_actors::broker::keys::{slot, UserKeys};
 use ws_actors::broker::{channel_name, BrokerError};
 use ws_actors::history::{
     library_source, parse_durable, History, HistoryConfig, HistoryRead, Position, RedisHistory,
@@ -280,6 +281,139 @@ async fn an_idempotency_key_publishes_once_per_user() {
         .await
         .expect("TTL");
     assert!((1..=300).contains(&ttl), "kept for the window: {ttl}");
+}
+
+/// `history.publish_once` of `dedupe_id` to `id` with a 60 s window.
+async fn publish_once(history: &RedisHistory, id: &str, dedupe_id: &str) -> (Position, bool) {
+    let window = Duration::from_secs(60);
+    history
+        .publish_once(&user(id), b"m", dedupe_id, window)
+        .await
+        .expect("publish_once")
+}
+
+#[tokio::test]
+async fn a_dedupe_id_publishes_once_and_answers_the_same_position() {
+    let redis = RedisServer::start().await;
+    let history = history(&redis, 10, Duration::from_secs(60)).await;
+    history.load_library().await.expect("load");
+    let mut conn = redis.conn().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .expect("CONFIG RESETSTAT");
+    let (first, new) = publish_once(&history, "alice", "ev-1").await;
+    assert!(new, "a new id is published");
+    assert_eq!(first.offset, 1);
+    assert_eq!(
+        publish_once(&history, "alice", "ev-1").await,
+        (first.clone(), false)
+    );
+    let stats = (
+        calls(&mut conn, "xadd").await,
+        calls(&mut conn, "publish").await,
+    );
+    assert_eq!(
+        stats,
+        (1, 1),
+        "the duplicate appended and published nothing"
+    );
+    let (next, new) = publish_once(&history, "alice", "ev-2").await;
+    assert_eq!((next.offset, new), (2, true));
+    let (bob, new) = publish_once(&history, "bob", "ev-1").await;
+    assert_eq!((bob.offset, new), (1, true), "the records are per user");
+    assert_eq!(read(&history, "alice", 0, 10).await.top, 2);
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(keys("alice").dedupe("ev-1"))
+        .query_async(&mut conn)
+        .await
+        .expect("TTL");
+    assert!((1..=60).contains(&ttl), "kept for the window: {ttl}");
+    let idempotency = history
+        .publish(
+            vec![user("alice")],
+            Bytes::from_static(b"m"),
+            Some("ev-1".into()),
+        )
+        .await
+        .expect("publish with an idempotency key equal to a dedupe id");
+    assert_eq!(
+        idempotency[0].offset, 3,
+        "dedupe and idempotency records are apart"
+    );
+
+    let _: () = redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .expect("FUNCTION FLUSH");
+    assert_eq!(
+        publish_once(&history, "alice", "ev-1").await,
+        (first, false),
+        "reloaded, and the record outlives the functions"
+    );
+}
+
+#[tokio::test]
+async fn publish_once_keeps_every_key_in_the_channel_slot() {
+    let redis = RedisServer::start().await;
+    let history = history(&redis, 10, Duration::from_secs(60)).await;
+    let mut conn = redis.conn().await;
+    for id in TRICKY_IDS {
+        publish_once(&history, id, "ev}{").await;
+        let want = slot(&channel_name(PREFIX, &user(id)));
+        let keys = keys(id);
+        for key in [keys.stream(), keys.meta(), keys.dedupe("ev}{")] {
+            let shown = String::from_utf8_lossy(&key).into_owned();
+            assert_eq!(
+                slot(&key),
+                want,
+                "{shown} of {id:?} is in the channel's slot"
+            );
+            assert!(exists(&mut conn, key).await, "{shown} of {id:?}");
+        }
+    }
+    let all: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    assert_eq!(all.len(), 3 * TRICKY_IDS.len(), "no other key was written");
+}
+
+#[tokio::test]
+async fn ws_publish_once_is_callable_directly_and_checks_its_arguments() {
+    let redis = RedisServer::start().await;
+    let history = history(&redis, 10, Duration::from_secs(60)).await;
+    history.load_library().await.expect("load");
+    let mut conn = redis.conn().await;
+    let fcall = |payload: &str, window: &str| {
+        let mut call = redis::cmd("FCALL");
+        call.arg("ws_publish_once")
+            .arg(1)
+            .arg("ws:alice")
+            .arg(payload)
+            .arg("ev-9")
+            .arg(window);
+        call
+    };
+    let (epoch, offset, new): (String, u64, i64) = fcall("{}", "30")
+        .query_async(&mut conn)
+        .await
+        .expect("FCALL ws_publish_once");
+    assert_eq!((offset, new), (1, 1));
+    let again: (String, u64, i64) = fcall("{}", "30")
+        .query_async(&mut conn)
+        .await
+        .expect("FCALL ws_publish_once again");
+    assert_eq!(again, (epoch, 1, 0));
+    for window in ["0", "-1", "1.5", "x"] {
+        let refused = fcall("{}", window)
+            .query_async::<redis::Value>(&mut conn)
+            .await;
+        assert!(refused.is_err(), "window {window:?}: {refused:?}");
+    }
 }
 
 #[tokio::test]

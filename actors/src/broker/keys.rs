@@ -1,8 +1,8 @@
 //! The names of everything a user has in Redis besides its plain channel: the durable channel,
-//! the history stream, its meta record, idempotency records and quota leases. Each name carries
-//! a hash tag (`{…}`) that makes Redis Cluster put it in the **same slot as the user's plain
-//! channel** `ws:{user}`, so one Redis Function can append, publish and read them atomically in
-//! cluster mode as well.
+//! the history stream, its meta record, idempotency records, the Kafka ingest's dedupe records
+//! and quota leases. Each name carries a hash tag (`{…}`) that makes Redis Cluster put it in the
+//! **same slot as the user's plain channel** `ws:{user}`, so one Redis Function can append,
+//! publish and read them atomically in cluster mode as well.
 //!
 //! Redis hashes a name by its tag, the text between the first `{` and the first `}` after it
 //! when that text is not empty, else by the whole name. So the tag of a user's names is the
@@ -133,6 +133,14 @@ impl UserKeys {
         name
     }
 
+    /// The record of an event the Kafka ingest published to this user (`dedupe_id`: the
+    /// event id), written by `ws_publish_once`.
+    pub fn dedupe(&self, dedupe_id: &str) -> Vec<u8> {
+        let mut name = self.with_suffix(b":d:");
+        name.extend_from_slice(dedupe_id.as_bytes());
+        name
+    }
+
     /// The user's quota leases (a sorted set scored by expiry).
     pub fn leases(&self) -> Vec<u8> {
         self.with_suffix(b":l")
@@ -199,7 +207,8 @@ mod tests {
             let keys = UserKeys::of_channel(&channel);
             let want = slot(&channel);
             for name in [keys.durable_channel(), keys.stream(), keys.meta(),
-                         keys.idempotency("k}{"), keys.leases(), keys.lease_info()] {
+                         keys.idempotency("k}{"), keys.dedupe("e}{"), keys.leases(),
+                         keys.lease_info()] {
                 prop_assert_eq!(slot(&name), want);
             }
             let durable = keys.durable_channel();

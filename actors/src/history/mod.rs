@@ -4,7 +4,8 @@
 //! atomic step, and gives it a [`Position`]: the user's [`Epoch`] (which incarnation of the
 //! history) and a dense offset (1, 2, 3, …). The [`History`] trait is implemented twice: in
 //! Redis (`redis`, a Redis Function: stream + meta record + durable channel) and in process
-//! (`memory`, for the in-process broker), with the same semantics.
+//! (`memory`, for the in-process broker), with the same semantics; [`HistoryStore`] names the
+//! one the server runs.
 //!
 //! The contract (DESIGN.md, "Delivery guarantees"): an offset is never reused within an epoch;
 //! the history keeps the last `size` messages and expires after `ttl` of quiet; a lost history
@@ -26,6 +27,27 @@ pub use self::redis::{library_source, RedisHistory};
 pub use self::wire::{durable_message, parse_durable};
 use crate::broker::BrokerError;
 use crate::ids::UserId;
+
+/// The history store the server runs, by kind: what needs more than the [`History`] trait
+/// picks the store it knows (the Kafka ingest dedupes and publishes in one atomic step with
+/// [`RedisHistory::publish_once`]). Cheap to clone.
+#[derive(Clone)]
+pub enum HistoryStore {
+    /// In process, with the in-process broker.
+    Memory(Arc<MemoryHistory>),
+    /// In the broker's Redis.
+    Redis(RedisHistory),
+}
+
+impl HistoryStore {
+    /// The store behind the [`History`] trait.
+    pub fn shared(&self) -> Arc<dyn History> {
+        match self {
+            Self::Memory(store) => Arc::clone(store) as Arc<dyn History>,
+            Self::Redis(store) => Arc::new(store.clone()),
+        }
+    }
+}
 
 /// Names one incarnation of a user's history: `[A-Za-z0-9_-]{1,32}`. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash)]

@@ -12,6 +12,8 @@
 //!
 //! ```text
 //! FCALL ws_publish 1 <channel> <payload> [idempotency_key]     -> [epoch, offset]
+//! FCALL ws_publish_once 1 <channel> <payload> <dedupe_id> <window_s>
+//!                                                   -> [epoch, offset, 1 new | 0 duplicate]
 //! FCALL ws_read 1 <channel> <after> <max>     -> [epoch, top, offset1, payload1, ms1, ...]
 //! FCALL ws_renew_epoch 1 <channel> <lost_epoch>                -> [epoch, top]
 //! FCALL_RO ws_names 1 <channel> [idempotency_key]  -> [durable, stream, meta[, idempotency]]
@@ -23,7 +25,10 @@
 //! [`super::parse_durable`]). The names are derived from the channel inside the function
 //! exactly as `UserKeys::of_channel` derives them, so they share the channel's hash slot.
 //! With an idempotency key already used for that user in the last 300 s it only answers the
-//! earlier position. `ws_read` and `ws_renew_epoch` create the meta record when it is missing,
+//! earlier position. `ws_publish_once` is the Kafka ingest's publish: it does what `ws_publish`
+//! does unless `dedupe_id` (the event id) was published to that user within `window_s` seconds,
+//! checking and setting the dedupe record (in the user's slot too) in the same atomic step, and
+//! then answers the stored position with 0. `ws_read` and `ws_renew_epoch` create the meta record when it is missing,
 //! so the epoch they answer is the one the next publish uses.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -103,6 +108,21 @@ impl RedisHistory {
     /// once.
     pub async fn load_library(&self) -> Result<(), BrokerError> {
         self.inner.load().await
+    }
+
+    /// Publishes `payload` durably to `user` unless `dedupe_id` was published to that user
+    /// within `window` (rounded up to whole seconds): the check, the append and the publish are
+    /// one atomic step in Redis (`ws_publish_once`). Answers the position and `true` when
+    /// published now, or the stored position and `false` for a duplicate.
+    pub async fn publish_once(
+        &self,
+        user: &UserId,
+        payload: &[u8],
+        dedupe_id: &str,
+        window: Duration,
+    ) -> Result<(Position, bool), BrokerError> {
+        let call = publish_once_call(self.channel(user), payload, dedupe_id, window);
+        reply::position_once(self.inner.call_one(call).await?)
     }
 
     fn channel(&self, user: &UserId) -> Vec<u8> {
@@ -206,6 +226,18 @@ fn publish_call(channel: Vec<u8>, payload: &[u8], idempotency_key: Option<&str>)
     if let Some(key) = idempotency_key {
         call.arg(key);
     }
+    call
+}
+
+/// `FCALL ws_publish_once 1 <channel> <payload> <dedupe_id> <window_s>`.
+fn publish_once_call(channel: Vec<u8>, payload: &[u8], dedupe_id: &str, window: Duration) -> Cmd {
+    let mut call = redis::cmd("FCALL");
+    call.arg("ws_publish_once")
+        .arg(1)
+        .arg(channel)
+        .arg(payload)
+        .arg(dedupe_id)
+        .arg(ttl_seconds(window).min(MAX_LUA_INT));
     call
 }
 
@@ -338,6 +370,24 @@ mod reply {
         })
     }
 
+    /// `[epoch, offset, 1|0]`: the position, and whether it was published now.
+    pub(super) fn position_once(value: Value) -> Result<(Position, bool), BrokerError> {
+        let items = array(value, "not [epoch, offset, new]")?;
+        let [epoch_value, offset_value, new_value] = items.as_slice() else {
+            return Err(malformed("not [epoch, offset, new]", &Value::Array(items)));
+        };
+        let new = match number(new_value) {
+            Ok(1) => true,
+            Ok(0) => false,
+            _ => return Err(malformed("not 1 or 0", new_value)),
+        };
+        let position = Position {
+            epoch: epoch(epoch_value)?,
+            offset: number(offset_value)?,
+        };
+        Ok((position, new))
+    }
+
     /// `[epoch, top, offset1, payload1, ms1, …]`.
     pub(super) fn read(value: Value) -> Result<HistoryRead, BrokerError> {
         let items = array(value, "not a history read")?;
@@ -411,6 +461,22 @@ mod tests {
         assert_eq!(offsets, [8, 9]);
         assert_eq!(read.entries[0].payload, Bytes::from_static(b"x"));
         assert_eq!(read.entries[1].time_ms, 1001);
+    }
+
+    #[test]
+    fn publish_once_replies_say_whether_it_was_new() {
+        let reply = |new| Value::Array(vec![bulk("e1"), Value::Int(7), Value::Int(new)]);
+        let (position, new) = reply::position_once(reply(1)).expect("valid");
+        assert_eq!((position.to_string(), new), ("e1:7".to_owned(), true));
+        let (_, new) = reply::position_once(reply(0)).expect("valid");
+        assert!(!new);
+        for bad in [
+            reply(2),
+            Value::Array(vec![bulk("e1"), Value::Int(7)]),
+            Value::Nil,
+        ] {
+            assert!(reply::position_once(bad.clone()).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

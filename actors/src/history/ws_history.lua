@@ -7,6 +7,8 @@ REPLACE after it has replaced the __PLACEHOLDERS__ below with its settings, so c
 not know them.
 
   FCALL ws_publish 1 <channel> <payload> [idempotency_key]      -> {epoch, offset}
+  FCALL ws_publish_once 1 <channel> <payload> <dedupe_id> <window_s>
+                                                     -> {epoch, offset, 1 new | 0 duplicate}
   FCALL ws_read 1 <channel> <after> <max>          -> {epoch, top, offset, payload, ms, ...}
   FCALL ws_renew_epoch 1 <channel> <lost_epoch>                 -> {epoch, top}
   FCALL_RO ws_names 1 <channel> [idempotency_key]  -> {durable, stream, meta[, idempotency]}
@@ -107,6 +109,7 @@ local function names_of(channel)
     stream = base .. ':h',
     meta = base .. ':m',
     idempotency_prefix = base .. ':i:',
+    dedupe_prefix = base .. ':d:',
   }
 end
 
@@ -161,20 +164,22 @@ local function position_of(record)
   return { epoch, tonumber(offset) }
 end
 
-local function ws_publish(keys, args)
-  local names = names_of(keys[1])
-  local payload = args[1]
-  if payload == nil then
-    return redis.error_reply('ERR ws_publish needs a payload')
+-- The position stored in a record (idempotency or dedupe), or nil when there is none.
+local function recall(record)
+  local done = redis.call('GET', record)
+  if done then
+    return position_of(done)
   end
-  local record = nil
-  if args[2] then
-    record = names.idempotency_prefix .. args[2]
-    local done = redis.call('GET', record)
-    if done then
-      return position_of(done)
-    end
-  end
+  return nil
+end
+
+local function remember(record, epoch, offset, ttl)
+  redis.call('SET', record, epoch .. ':' .. int(offset), 'EX', int(ttl))
+end
+
+-- Appends `payload` to the user's history and publishes it on the durable channel: the one
+-- durable step every publishing function shares. Answers the epoch and the new offset.
+local function append(names, payload)
   local epoch, top = current_meta(names)
   local offset = top + 1
   local sec, usec = now()
@@ -184,10 +189,47 @@ local function ws_publish(keys, args)
   redis.call('EXPIRE', names.stream, TTL)
   redis.call('EXPIRE', names.meta, TTL)
   redis.call(PUBLISH, names.durable, epoch .. ':' .. int(offset) .. ':' .. payload)
+  return epoch, offset
+end
+
+local function ws_publish(keys, args)
+  local names = names_of(keys[1])
+  local payload = args[1]
+  if payload == nil then
+    return redis.error_reply('ERR ws_publish needs a payload')
+  end
+  local record = nil
+  if args[2] then
+    record = names.idempotency_prefix .. args[2]
+    local done = recall(record)
+    if done then
+      return done
+    end
+  end
+  local epoch, offset = append(names, payload)
   if record then
-    redis.call('SET', record, epoch .. ':' .. int(offset), 'EX', IDEMPOTENCY_TTL)
+    remember(record, epoch, offset, IDEMPOTENCY_TTL)
   end
   return { epoch, offset }
+end
+
+-- Publishes durably unless `dedupe_id` was published to this user within `window_s` seconds
+-- (the Kafka ingest's event ids): the dedupe record and the append happen together or not at
+-- all. The third element is 1 when published now, 0 for a duplicate (the stored position).
+local function ws_publish_once(keys, args)
+  local names = names_of(keys[1])
+  local payload, id, window = args[1], args[2], tonumber(args[3])
+  if payload == nil or id == nil or not window or window < 1 or window % 1 ~= 0 then
+    return redis.error_reply('ERR ws_publish_once needs <payload> <dedupe_id> <window_s> (integer >= 1)')
+  end
+  local record = names.dedupe_prefix .. id
+  local done = recall(record)
+  if done then
+    return { done[1], done[2], 0 }
+  end
+  local epoch, offset = append(names, payload)
+  remember(record, epoch, offset, window)
+  return { epoch, offset, 1 }
 end
 
 -- The value of field `name` in a stream entry's flat field list.
@@ -248,6 +290,7 @@ local function ws_names(keys, args)
 end
 
 redis.register_function('ws_publish', ws_publish)
+redis.register_function('ws_publish_once', ws_publish_once)
 redis.register_function('ws_read', ws_read)
 redis.register_function('ws_renew_epoch', ws_renew_epoch)
 redis.register_function({ function_name = 'ws_names', callback = ws_names, flags = { 'no-writes' } })

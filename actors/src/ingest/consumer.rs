@@ -19,6 +19,7 @@ use super::route::Routes;
 use super::status::Status;
 use super::{IngestConfig, IngestError, IngestMetrics, TraceHook};
 use crate::broker::{Broker, BrokerHealth};
+use crate::history::HistoryStore;
 
 /// How long a graceful stop may take (final commit, leaving the group).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,11 +36,13 @@ pub struct Ingest {
 impl Ingest {
     /// Creates the consumer (joining group `config.group_id`, subscribed to every routed topic),
     /// the dead-letter producer, the lookups and the dedupe store, and starts consuming on a new
-    /// arbiter. Kafka, Redis and the lookup service may be down now: the ingest waits for them.
-    /// Must be called inside an actix system.
+    /// arbiter. With `history` (the server's store, when `history.size > 0`) notifications are
+    /// published durably into it. Kafka, Redis and the lookup service may be down now: the
+    /// ingest waits for them. Must be called inside an actix system.
     pub fn start(
         config: IngestConfig,
         broker: Broker,
+        history: Option<HistoryStore>,
         metrics: IngestMetrics,
         trace: TraceHook,
     ) -> Result<Ingest, IngestError> {
@@ -70,7 +73,7 @@ impl Ingest {
         };
         let io = KafkaIo {
             lookup: OwnerLookup::new(&config.lookup)?,
-            dedupe: Dedupe::new(&config.dedupe)?,
+            dedupe: Dedupe::new(&config.dedupe, history)?,
             consumer,
             dead_letters,
             broker,
@@ -80,6 +83,7 @@ impl Ingest {
             group_id = %config.group_id,
             topics = ?topics,
             dedupe = io.dedupe.kind(),
+            durable = io.dedupe.durable(),
             dead_letter_topic = config.dead_letter_topic.as_deref().unwrap_or(""),
             "kafka ingest starting"
         );

@@ -11,11 +11,14 @@
 //!    built from `data`, in Redis or over HTTP, cached in a bounded TTL cache) and which `data`
 //!    fields the notification carries.
 //! 3. The notification `{"event","event_id","correlation_id","timestamp","data"}` is published
-//!    to the user unless its event id was published within the dedupe window: with the Redis
-//!    broker, marking the id (`SET NX EX`) and `PUBLISH` on the user's channel are one Lua script
-//!    on the broker's Redis, so a crash or a retry can neither double nor lose it; with the
-//!    in-process broker, through the [`Broker`](crate::Broker) handle, with the ids in a bounded
-//!    in-process cache.
+//!    to the user unless its event id was published within the dedupe window. With history on
+//!    (`history.size > 0`) it is published durably: appended to the user's history and given a
+//!    position, so v2 clients can resume. With the Redis broker, marking the id and publishing
+//!    are one atomic step on the broker's Redis (with history: the library's `ws_publish_once`,
+//!    the mark in the user's hash slot; without: `SET NX EX` then `PUBLISH` on the user's plain
+//!    channel, in one Lua script), so a crash or a retry can neither double nor lose it; with the
+//!    in-process broker, the ids are in a bounded in-process cache and the notification goes into
+//!    the in-process history (or through the [`Broker`](crate::Broker) handle without one).
 //! 4. Only then is the record's offset stored for commit (at-least-once in, exactly-once out).
 //!
 //! A record that cannot become a notification (malformed envelope, unknown event type, no user,
@@ -93,7 +96,8 @@ pub struct DedupeConfig {
     /// Redis URL (shared by every replica: the server's broker Redis); `None`: an in-process cache
     /// (a single node with the in-process broker).
     pub redis_url: Option<String>,
-    /// Prefix of the Redis keys (`{prefix}{event_id}`).
+    /// Prefix of the Redis keys (`{prefix}{event_id}`) when history is off; with history the
+    /// marks are the users' dedupe records (`UserKeys::dedupe`).
     pub key_prefix: String,
     /// The broker's channel prefix: with Redis, a notification for user `u` is published on
     /// `{channel_prefix}{u}` by the same script that marks the event id.

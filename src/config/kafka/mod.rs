@@ -46,7 +46,8 @@ pub struct KafkaSettings {
     pub dedupe_window_s: u64,
     /// Event ids remembered in process (with the in-process broker only).
     pub dedupe_cache_size: usize,
-    /// Prefix of the dedupe keys in Redis.
+    /// Prefix of the dedupe keys in Redis when history is off (with history on, event ids are
+    /// marked in their user's hash slot by `ws_publish_once`).
     pub dedupe_key_prefix: String,
     /// Redis holding the `owner_redis_key` keys; empty = `redis.url`.
     pub owner_redis_url: String,
