@@ -149,7 +149,8 @@ fn start_broker(
     };
     let redis = Broker::redis(config).context("invalid setting redis.url")?;
     let history = history.map(|config| {
-        let store = redis.history(&config);
+        let prefix = settings.redis.channel_prefix.clone();
+        let store = RedisHistory::new(redis.publisher_connection(), prefix, &config);
         load_history_library(store.clone());
         HistoryStore::Redis(store)
     });

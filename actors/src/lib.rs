@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`ids`] — newtypes for user and connection ids.
 //! - [`close`] — close codes, error codes and the bounded JSON close reason.
+//! - [`position`] — a durable message's place in its user's history: epoch and offset.
 //! - [`payload`] — a published message, shared by every socket it fans out to.
 //! - [`limiter`] — admission: the per-user quota and the global cap, as permits held by sessions.
 //! - [`session`] — the `Session` actor, one per WebSocket: deadlines, bounded outbound queue;
@@ -47,6 +48,7 @@ pub mod ingest;
 pub mod limiter;
 pub mod metrics;
 pub mod payload;
+pub mod position;
 pub mod resume;
 pub mod session;
 pub mod trace;

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use crate::history::Position;
+use crate::position::Position;
 
 /// One message for a user's sockets. Cloning clones a handle, not the bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 //! server holds: a publisher and the broker's health. The broker knows the directory it feeds
 //! only as a [`RouteSink`]; the server starts the directory and hands it over.
 
+pub mod durable;
 pub mod keys;
 mod memory;
 mod redis;

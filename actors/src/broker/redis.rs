@@ -18,12 +18,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, watch};
 
+use super::durable::parse_durable;
 use super::keys::UserKeys;
 use super::{
     channel_name, Broker, BrokerError, BrokerHealth, Interest, Publish, RouteSink, RouteUser,
 };
 use crate::backoff::full_jitter;
-use crate::history::{parse_durable, HistoryConfig, RedisHistory};
 use crate::ids::UserId;
 use crate::metrics::RelayMetrics;
 use crate::payload::{Payload, Published};
@@ -132,14 +132,10 @@ impl RedisStart {
         })
     }
 
-    /// The users' histories in this Redis, on the publisher's connection (so a durable
-    /// publish queues behind no subscription traffic).
-    pub fn history(&self, config: &HistoryConfig) -> RedisHistory {
-        RedisHistory::new(
-            self.publisher.connection.clone(),
-            self.prefix.clone(),
-            config,
-        )
+    /// The publisher's connection (the users' histories use it too, so a durable publish
+    /// queues behind no subscription traffic).
+    pub fn publisher_connection(&self) -> ConnectionManager {
+        self.publisher.connection.clone()
     }
 
     /// Where the directory reports which channels this node wants.

@@ -13,9 +13,7 @@
 
 pub mod memory;
 pub mod redis;
-mod wire;
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,9 +22,10 @@ use futures_util::future::BoxFuture;
 
 pub use self::memory::MemoryHistory;
 pub use self::redis::{library_source, RedisHistory};
-pub use self::wire::{durable_message, parse_durable};
+pub use crate::broker::durable::{durable_message, parse_durable};
 use crate::broker::BrokerError;
 use crate::ids::UserId;
+pub use crate::position::{Epoch, Position};
 
 /// The history store the server runs, by kind: what needs more than the [`History`] trait
 /// picks the store it knows (the Kafka ingest dedupes and publishes in one atomic step with
@@ -46,71 +45,6 @@ impl HistoryStore {
             Self::Memory(store) => Arc::clone(store) as Arc<dyn History>,
             Self::Redis(store) => Arc::new(store.clone()),
         }
-    }
-}
-
-/// Names one incarnation of a user's history: `[A-Za-z0-9_-]{1,32}`. Cheap to clone.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Epoch(Arc<str>);
-
-impl Epoch {
-    /// Most bytes in an epoch.
-    pub const MAX_LEN: usize = 32;
-
-    /// Parses an epoch, refusing anything outside `[A-Za-z0-9_-]{1,32}`.
-    pub fn parse(text: &str) -> Option<Self> {
-        let valid = !text.is_empty()
-            && text.len() <= Self::MAX_LEN
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        valid.then(|| Self(Arc::from(text)))
-    }
-
-    /// The epoch as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Epoch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Epoch({})", &*self.0)
-    }
-}
-
-impl fmt::Display for Epoch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Where a durable message sits in its user's history.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Position {
-    /// The history's incarnation.
-    pub epoch: Epoch,
-    /// 1 for the first message of the epoch, then dense.
-    pub offset: u64,
-}
-
-impl Position {
-    /// Parses `<epoch>:<offset>` (the `since` query value).
-    pub fn parse(text: &str) -> Option<Self> {
-        let (epoch, offset) = text.rsplit_once(':')?;
-        if offset.is_empty() || !offset.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        Some(Self {
-            epoch: Epoch::parse(epoch)?,
-            offset: offset.parse().ok()?,
-        })
-    }
-}
-
-impl fmt::Display for Position {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.epoch, self.offset)
     }
 }
 
@@ -184,28 +118,4 @@ pub trait History: Send + Sync {
         user: UserId,
         lost: Epoch,
     ) -> BoxFuture<'static, Result<(Epoch, u64), BrokerError>>;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn positions_parse_from_since() {
-        let position = Position::parse("k2f9-a_1:17").expect("valid");
-        assert_eq!(position.epoch.as_str(), "k2f9-a_1");
-        assert_eq!(position.offset, 17);
-        assert_eq!(position.to_string(), "k2f9-a_1:17");
-        for bad in [
-            "",
-            ":1",
-            "e:",
-            "e:-1",
-            "e:1x",
-            "e!:1",
-            &format!("{}:1", "a".repeat(33)),
-        ] {
-            assert_eq!(Position::parse(bad), None, "{bad:?}");
-        }
-    }
 }

@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use super::{Epoch, Position};
+use crate::position::{Epoch, Position};
 
 /// Splits a durable channel message into its position and its payload. The payload is a
 /// slice of `body` (no copy). `None` for anything that is not `<epoch>:<offset>:<payload>`
