@@ -295,7 +295,7 @@ async fn one_node_lists_looks_up_publishes_and_disconnects() {
     assert_eq!(connection["protocol"], "legacy");
     let since = connection["since_ms"].as_u64().expect("since_ms");
     assert!(since >= before - 1000 && since <= now_ms(), "{since}");
-    assert!(user.get("history").is_none(), "no history store: omitted");
+    assert_eq!(user["history"], json!([]), "history on, nothing published yet");
 
     let published = admin_post(
         &server,
@@ -309,6 +309,10 @@ async fn one_node_lists_looks_up_publishes_and_disconnects() {
         socket.recv_text(DEADLINE).await,
         r#"{"type":"console.test","n":1}"#
     );
+    // The test message is durable: the lookup shows it in the user's history, with its offset.
+    let user = admin_get(&server, "/api/v1/admin/users/teacher-1").await;
+    assert_eq!(user["history"][0]["offset"], 1, "{user}");
+    assert_eq!(user["position"]["offset"], 1, "{user}");
 
     let done = admin_post(
         &server,
