@@ -295,7 +295,11 @@ async fn one_node_lists_looks_up_publishes_and_disconnects() {
     assert_eq!(connection["protocol"], "legacy");
     let since = connection["since_ms"].as_u64().expect("since_ms");
     assert!(since >= before - 1000 && since <= now_ms(), "{since}");
-    assert_eq!(user["history"], json!([]), "history on, nothing published yet");
+    assert_eq!(
+        user["history"],
+        json!([]),
+        "history on, nothing published yet"
+    );
 
     let published = admin_post(
         &server,
