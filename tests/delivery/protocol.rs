@@ -201,3 +201,28 @@ async fn a_publish_that_was_not_stored_is_503() {
     let reply = server.post("/api/v1/publish", &headers, &body).await;
     reply.assert_error(503, "SERVICE_UNAVAILABLE");
 }
+
+/// A quiet user's history expires after `history.ttl_s`: a resume from before is not
+/// recovered, and comes back under a new epoch.
+#[actix_web::test]
+async fn an_expired_history_is_not_recovered() {
+    let redis = RedisServer::start().await;
+    let settings = TestSettings::with_redis(&redis).set("history.ttl_s", 1);
+    let server = Server::start_in_process(settings).await;
+    server.wait_readyz(200, STARTUP_DEADLINE).await;
+    let (epoch, offset) = publish_durable(&server, "eve", json!("soon gone")).await;
+    wait_until(DEADLINE, "the history to expire", || async {
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg("{ws:eve}:m")
+            .arg("{ws:eve}:h")
+            .query_async(&mut redis.conn().await)
+            .await
+            .expect("EXISTS");
+        exists == 0
+    })
+    .await;
+    let mut client = connect_v2(&server, "eve", Some(&format!("{epoch}:{}", offset - 1))).await;
+    let (now, top, recovered) = welcome(&mut client).await;
+    assert_eq!((top, recovered), (0, Some(false)));
+    assert_ne!(now, epoch);
+}
