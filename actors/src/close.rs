@@ -78,6 +78,9 @@ pub enum CloseCode {
     UserQuota,
     /// 4001: the token expired during the session.
     TokenExpired,
+    /// 4003: disconnected by the operator API (logout, account locked); do not reconnect with
+    /// the same token.
+    Disconnected,
     /// 4008: idle timeout or heartbeat lost.
     Timeout,
     /// 4009: the client does not read fast enough; its send queue is full.
@@ -99,6 +102,7 @@ impl CloseCode {
             CloseCode::TryAgainLater => 1013,
             CloseCode::UserQuota => 4000,
             CloseCode::TokenExpired => 4001,
+            CloseCode::Disconnected => 4003,
             CloseCode::Timeout => 4008,
             CloseCode::SlowConsumer => 4009,
         }
@@ -112,7 +116,7 @@ impl CloseCode {
             | CloseCode::Unsupported
             | CloseCode::InvalidPayload
             | CloseCode::TooBig => Some(ErrorCode::ValidationError),
-            CloseCode::PolicyViolation | CloseCode::TokenExpired => {
+            CloseCode::PolicyViolation | CloseCode::TokenExpired | CloseCode::Disconnected => {
                 Some(ErrorCode::AuthenticationError)
             }
             CloseCode::Internal => Some(ErrorCode::ConnectionError),
@@ -137,6 +141,7 @@ impl CloseCode {
             CloseCode::TryAgainLater => "1013",
             CloseCode::UserQuota => "4000",
             CloseCode::TokenExpired => "4001",
+            CloseCode::Disconnected => "4003",
             CloseCode::Timeout => "4008",
             CloseCode::SlowConsumer => "4009",
         }
@@ -264,6 +269,7 @@ mod tests {
             CloseCode::TryAgainLater,
             CloseCode::UserQuota,
             CloseCode::TokenExpired,
+            CloseCode::Disconnected,
             CloseCode::Timeout,
             CloseCode::SlowConsumer,
         ];

@@ -77,6 +77,14 @@ pub struct DrainHub {
     pub pacing: Arc<dyn ClosePacing>,
 }
 
+/// Closes every session of the hub with 4003 (the operator disconnected the user).
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct DisconnectHub {
+    /// The message of each close reason.
+    pub reason: Arc<str>,
+}
+
 /// A hub reports to its shard that it has no session left after `joins_seen` joins.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -252,6 +260,17 @@ impl Handler<DrainHub> for UserHub {
         for link in self.sessions.values() {
             let after = drain.pacing.close_delay();
             link.control.do_send(SessionControl::Drain { after });
+        }
+    }
+}
+
+impl Handler<DisconnectHub> for UserHub {
+    type Result = ();
+
+    fn handle(&mut self, disconnect: DisconnectHub, _: &mut Context<Self>) {
+        for link in self.sessions.values() {
+            let reason = Arc::clone(&disconnect.reason);
+            link.control.do_send(SessionControl::Disconnect { reason });
         }
     }
 }

@@ -4,6 +4,7 @@
 //! shard that holds the hub ([`HubLink`]). A session's other input, its client's frames, is a
 //! stream (`client_frames`), not a message.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -40,6 +41,11 @@ pub enum SessionControl {
     Drain {
         /// When to close, counted from receipt, so that closes are spread over the window.
         after: Duration,
+    },
+    /// Disconnected by the operator API: close with 4003 at once.
+    Disconnect {
+        /// The message of the close reason (why, e.g. "logged out").
+        reason: Arc<str>,
     },
 }
 

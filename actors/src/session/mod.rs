@@ -411,6 +411,9 @@ impl Handler<SessionControl> for Session {
                     session.close(ctx, CloseCode::Restarting, "server draining");
                 });
             }
+            SessionControl::Disconnect { reason } => {
+                self.close(ctx, CloseCode::Disconnected, &reason);
+            }
         }
     }
 }
