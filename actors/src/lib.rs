@@ -7,6 +7,7 @@
 //! - [`payload`] — a published message, shared by every socket it fans out to.
 //! - [`limiter`] — admission: the per-user quota and the global cap, as permits held by sessions.
 //! - [`leases`] — quota leases in Redis: the cluster-wide per-user quota and presence counts.
+//! - [`control`] — the cluster control channel: disconnect commands reach every replica.
 //! - [`session`] — the `Session` actor, one per WebSocket: deadlines, bounded outbound queue;
 //!   `session::messages` holds every message a session accepts and sends.
 //! - [`hub`] — the `UserHub` actor, one per connected user: admission, quota, fan-out.
@@ -25,7 +26,7 @@
 //!
 //! # Dependency direction
 //! `drain` → `directory` → `hub` → `session`; the directory also uses `broker`, which names
-//! none of them. `limiter` → `leases`, which names none of them. Each actor reaches the one below through messages it defines or a
+//! none of them. `control` → `directory`; `limiter` → `leases`, which names none of them. Each actor reaches the one below through messages it defines or a
 //! `Recipient`; no module depends on one above it. The server starts the directory with the
 //! broker's interest recipient, then hands the directory to the broker
 //! (`Broker::memory`, `Broker::redis(..)?.start`).
@@ -36,6 +37,7 @@ pub mod backoff;
 pub mod broker;
 pub mod client_frames;
 pub mod close;
+pub mod control;
 pub mod directory;
 pub mod drain;
 pub mod history;
