@@ -174,7 +174,7 @@ async fn shard_queue_is_bounded_in_messages() {
         directory.route(nobody(), text("single"));
     }
     let batched = ROUTE_QUEUE_MAX - SINGLES + EXCESS;
-    directory.route_all((0..batched).map(|_| (RouteUser::Id(nobody()), text("batched"))));
+    directory.route_all((0..batched).map(|_| (RouteUser::Id(nobody()), text("batched").into())));
     directory.hub_count().await.expect("shard caught up"); // answered after every batch
 
     assert_eq!(dropped(&metrics, "overload"), EXCESS as u64);
