@@ -23,6 +23,7 @@ enum Seen {
     Joined,
     Refused(JoinRefusal),
     Drain,
+    Disconnect(String),
     Interest(String, bool),
 }
 
@@ -47,6 +48,7 @@ impl Handler<SessionControl> for Probe {
             SessionControl::Joined => Seen::Joined,
             SessionControl::Refused(refusal) => Seen::Refused(refusal),
             SessionControl::Drain { .. } => Seen::Drain,
+            SessionControl::Disconnect { reason } => Seen::Disconnect(reason.to_string()),
         };
         let _ = self.0.send(seen);
     }
@@ -154,6 +156,26 @@ async fn fan_out_reaches_every_session_of_the_user_only() {
     );
     // Sessions count a message as forwarded once they have written it: probes write nothing.
     assert_eq!(f.metrics.messages_forwarded.get(), 0);
+}
+
+/// A disconnect reaches every session of the named users, through their hubs, with the reason;
+/// another user's session hears nothing of it.
+#[actix::test]
+async fn disconnect_reaches_every_session_of_the_users_only() {
+    let f = fixture(10);
+    let mut a1 = join(&f.directory, "alice");
+    let mut a2 = join(&f.directory, "alice");
+    let mut b = join(&f.directory, "bob");
+    for s in [&mut a1, &mut a2, &mut b] {
+        assert_eq!(next(&mut s.rx).await, Seen::Joined);
+    }
+    let users = [UserId::new("alice"), UserId::new("nobody")];
+    f.directory.disconnect(&users, "logged out");
+    for s in [&mut a1, &mut a2] {
+        assert_eq!(next(&mut s.rx).await, Seen::Disconnect("logged out".into()));
+    }
+    f.directory.route(UserId::new("bob"), text("still here"));
+    assert_eq!(next(&mut b.rx).await, Seen::Delivered(text("still here")));
 }
 
 /// The per-user quota refuses the session over the limit and keeps the others.

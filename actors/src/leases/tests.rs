@@ -135,7 +135,7 @@ async fn the_quota_counts_every_nodes_leases() {
 
     drop(first);
     eventually("the released lease to leave Redis", || async {
-        a.count(&[user.clone()]).await.ok() == Some(vec![1])
+        a.count(std::slice::from_ref(&user)).await.ok() == Some(vec![1])
     })
     .await;
     let again = b
@@ -219,7 +219,12 @@ async fn release_all_gives_every_lease_back() {
     let guard = node
         .acquire(&user, ConnId::next(), Protocol::Legacy, None)
         .await;
-    assert_eq!(node.count(&[user.clone()]).await.expect("count"), [1]);
+    assert_eq!(
+        node.count(std::slice::from_ref(&user))
+            .await
+            .expect("count"),
+        [1]
+    );
     node.release_all(Duration::from_secs(2)).await;
     assert_eq!(node.count(&[user]).await.expect("count"), [0]);
     drop(guard);
