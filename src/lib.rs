@@ -49,14 +49,15 @@ use actix_web::{web, App};
 use anyhow::Context as _;
 use tokio::sync::oneshot;
 use tracing_actix_web::TracingLogger;
+use ws_actors::control::ControlChannel;
 use ws_actors::drain::{DrainOutcome, ShutdownSignal};
 use ws_actors::trace::ForwardTracer;
 use ws_actors::{
-    Broker, ConnectionLimiter, Directory, DrainCoordinator, DrainState, HubSettings, RedisConfig,
-    SessionConfig,
+    Broker, ConnectionLimiter, Directory, DrainCoordinator, DrainState, HubSettings, LeaseConfig,
+    Leases, NodeId, RedisConfig, SessionConfig,
 };
 
-use crate::config::Settings;
+use crate::config::{QuotaScope, Settings};
 use crate::http_spans::RedactingRootSpan;
 use crate::metrics::Metrics;
 pub use crate::shutdown::{Shutdown, ShutdownHandle};
@@ -120,6 +121,54 @@ fn start_broker(
     let redis = Broker::redis(config).context("invalid setting redis.url")?;
     let directory = Directory::start(&handles, hubs, Some(redis.interest()), relay.clone());
     Ok((redis.start(directory.clone(), relay), directory))
+}
+
+/// What the replicas sharing a Redis coordinate through it: the quota leases and the control
+/// channel. Both `None` without Redis.
+struct Cluster {
+    leases: Option<Leases>,
+    control: Option<ControlChannel>,
+    /// The cluster-wide per-user quota (`per_user_scope = "cluster"` with Redis).
+    quota: Option<usize>,
+}
+
+/// How long the leases still held at exit may take to be given back.
+const LEASE_RELEASE_GRACE: Duration = Duration::from_secs(1);
+
+/// Starts the leases and the control channel when Redis is configured.
+fn start_cluster(
+    settings: &Settings,
+    directory: &Directory,
+    metrics: &Metrics,
+) -> anyhow::Result<Cluster> {
+    let redis = &settings.redis;
+    if redis.url.is_empty() {
+        return Ok(Cluster {
+            leases: None,
+            control: None,
+            quota: None,
+        });
+    }
+    let node = NodeId::generate();
+    tracing::info!(node = %node, "node id");
+    let config = LeaseConfig {
+        url: redis.url.clone(),
+        channel_prefix: redis.channel_prefix.clone(),
+        node: node.clone(),
+        lease: Duration::from_secs(settings.limits.quota_lease_s),
+    };
+    let leases =
+        Leases::start(config, metrics.leases.clone()).context("invalid setting redis.url")?;
+    let control = ControlChannel::start(&redis.url, &redis.channel_prefix, node, directory.clone())
+        .context("invalid setting redis.url")?;
+    let limits = &settings.limits;
+    let quota =
+        (limits.per_user_scope == QuotaScope::Cluster).then_some(limits.max_connections_per_user);
+    Ok(Cluster {
+        leases: Some(leases),
+        control: Some(control),
+        quota,
+    })
 }
 
 /// The Kafka ingest (`[kafka]`): started after the broker when `kafka.brokers` is set.
@@ -205,6 +254,8 @@ pub async fn run_traced(
     #[cfg(feature = "kafka")]
     let exporting = tracer.is_some();
     let (broker, directory) = start_broker(&settings, &shards, &metrics, tracer)?;
+    let cluster = start_cluster(&settings, &directory, &metrics)?;
+    let leases = cluster.leases.clone();
     #[cfg(feature = "kafka")]
     let ingest = kafka::start(&settings, &broker, &metrics, exporting)?;
     #[cfg(feature = "kafka")]
@@ -232,6 +283,9 @@ pub async fn run_traced(
         broker,
         directory,
         limiter,
+        leases: cluster.leases,
+        cluster_quota: cluster.quota,
+        control: cluster.control,
         drain,
         metrics: metrics.clone(),
         session_config: Arc::new(session_config(&settings)),
@@ -248,6 +302,9 @@ pub async fn run_traced(
     // Every session is gone (or the deadline passed): nothing is left worth waiting for.
     handle.stop(false).await;
     let _ = serving.await;
+    if let Some(leases) = leases {
+        leases.release_all(LEASE_RELEASE_GRACE).await;
+    }
     #[cfg(feature = "kafka")]
     if let Some(ingest) = ingest {
         ingest.stop().await;
