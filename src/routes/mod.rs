@@ -1,10 +1,12 @@
-//! HTTP routes: the WebSocket upgrade, health and readiness, metrics, the publish API, and the
-//! JSON 404 for everything else.
+//! HTTP routes: the WebSocket upgrade, health and readiness, metrics, the publish, presence and
+//! disconnect APIs, and the JSON 404 for everything else.
 
 mod bearer;
 mod body;
+mod disconnect;
 mod health;
 mod offer;
+mod presence;
 mod publish;
 mod ws;
 
@@ -26,6 +28,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, ws_path: &str) {
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
         .route("/api/v1/publish", web::post().to(publish::publish))
+        .route("/api/v1/presence", web::get().to(presence::presence))
+        .route("/api/v1/disconnect", web::post().to(disconnect::disconnect))
         .default_service(web::to(not_found));
 }
 

@@ -53,7 +53,12 @@ pub async fn publish(
 }
 
 /// 404 when the API is disabled, 401 without the right key: decided from the headers alone.
-fn check_key(req: &HttpRequest, state: &AppState, cid: &CorrelationId) -> Result<(), ApiError> {
+/// Presence and disconnect are guarded by the same key.
+pub(super) fn check_key(
+    req: &HttpRequest,
+    state: &AppState,
+    cid: &CorrelationId,
+) -> Result<(), ApiError> {
     let Some(expected) = state.publish_api_key.as_deref() else {
         return Err(ApiError::new(
             ErrorCode::NotFound,

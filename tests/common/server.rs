@@ -312,6 +312,21 @@ impl Server {
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
+    /// `GET path` with `headers` (panics on a transport error).
+    pub async fn get_with_headers(&self, path: &str, headers: &[(&str, &str)]) -> HttpReply {
+        let mut request = self.http.get(format!("{}{path}", self.http_url()));
+        for (name, value) in headers {
+            request = request.insert_header((*name, *value));
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        read_reply(response)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
     /// `POST path` with `headers` and `body` (panics on a transport error).
     pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: &str) -> HttpReply {
         let mut request = self.http.post(format!("{}{path}", self.http_url()));
