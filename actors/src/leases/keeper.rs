@@ -1,8 +1,9 @@
 //! The `LeaseKeeper` actor: this node's table of leases, and every write to Redis that is not a
 //! connect's own acquire. It refreshes all of the node's leases every third of the lease, in
 //! batches of [`BATCH`] (one script call each), gives released leases back as soon as they come
-//! (batched while a write is in flight), and while Redis is unreachable probes it with backoff,
-//! then registers every lease again at once.
+//! (batched while a write is in flight), and while Redis is unreachable probes it with backoff
+//! (loading the scripts, which a restarted Redis has lost), then registers every lease again at
+//! once.
 //!
 //! Writes go out one at a time, releases first: a release is never overtaken by a refresh of the
 //! same lease that would bring it back to life.
@@ -207,8 +208,8 @@ impl LeaseKeeper {
         let delay = full_jitter(PROBE_BASE, PROBE_CAP, attempt);
         ctx.run_later(delay, move |this, ctx| {
             let store = this.store.clone();
-            let ping = async move { store.ping().await };
-            ctx.spawn(ping.into_actor(this).map(move |result, this, ctx| {
+            let prepare = async move { store.prepare().await };
+            ctx.spawn(prepare.into_actor(this).map(move |result, this, ctx| {
                 this.probing = false;
                 match result {
                     Ok(()) => this.on_reachable(ctx),
@@ -253,8 +254,18 @@ fn wall_clock_ms() -> u64 {
 impl Actor for LeaseKeeper {
     type Context = Context<Self>;
 
+    /// Loads the scripts at once (so that health is right from the start, the connection is
+    /// made here, and a burst of first connects finds the scripts loaded), then refreshes every
+    /// third of the lease.
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.shared.metrics.lease_store_up.set(1);
+        let store = self.store.clone();
+        let prepare = async move { store.prepare().await };
+        ctx.spawn(prepare.into_actor(self).map(|result, this, ctx| {
+            if let Err(error) = result {
+                this.on_failure(ctx, &error);
+            }
+        }));
         ctx.run_interval(self.refresh_every, |this, ctx| this.start_round(ctx));
     }
 }

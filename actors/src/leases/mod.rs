@@ -28,8 +28,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-pub use self::keeper::{HeldCount, LeaseKeeper, ReleaseAll, BATCH};
+#[cfg(test)]
+use self::keeper::HeldCount;
 use self::keeper::{HoldLease, ReleaseLease, StoreFailed};
+pub use self::keeper::{LeaseKeeper, ReleaseAll, BATCH};
 pub use self::metrics::{LeaseCounters, LeaseMetrics};
 pub(crate) use self::store::client;
 use self::store::LeaseStore;
@@ -207,8 +209,9 @@ impl Leases {
         let _ = tokio::time::timeout(deadline, self.keeper.send(ReleaseAll)).await;
     }
 
-    /// The keeper's address (tests).
-    pub fn keeper(&self) -> &Addr<LeaseKeeper> {
+    /// The keeper's address.
+    #[cfg(test)]
+    pub(crate) fn keeper(&self) -> &Addr<LeaseKeeper> {
         &self.keeper
     }
 }

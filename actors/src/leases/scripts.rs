@@ -133,7 +133,11 @@ impl LuaScript {
             .clone()
     }
 
-    async fn load<C: ConnectionLike>(&self, connection: &mut C) -> RedisResult<Arc<str>> {
+    /// Loads the script into Redis's cache and remembers its digest.
+    pub(super) async fn load<C: ConnectionLike>(
+        &self,
+        connection: &mut C,
+    ) -> RedisResult<Arc<str>> {
         let digest: String = redis::cmd("SCRIPT")
             .arg("LOAD")
             .arg(&self.source)
@@ -164,6 +168,16 @@ pub(super) struct Scripts {
     pub(super) refresh: LuaScript,
     /// Count users' leases.
     pub(super) count: LuaScript,
+}
+
+impl Scripts {
+    /// Loads every script, so that a burst of first connects finds them loaded.
+    pub(super) async fn load_all<C: ConnectionLike>(&self, connection: &mut C) -> RedisResult<()> {
+        for script in [&self.acquire, &self.refresh, &self.count] {
+            script.load(connection).await?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for Scripts {

@@ -210,12 +210,10 @@ impl LeaseStore {
         Ok(counts)
     }
 
-    /// Whether Redis answers.
-    pub(super) async fn ping(&self) -> Result<(), LeaseError> {
+    /// Loads the scripts (which also shows that Redis answers).
+    pub(super) async fn prepare(&self) -> Result<(), LeaseError> {
         let mut connection = self.connection.clone();
-        redis::cmd("PING")
-            .query_async::<()>(&mut connection)
-            .await?;
+        self.scripts.load_all(&mut connection).await?;
         Ok(())
     }
 }
