@@ -51,16 +51,17 @@ use actix_web::{web, App};
 use anyhow::Context as _;
 use tokio::sync::oneshot;
 use tracing_actix_web::TracingLogger;
+use ws_actors::control::ControlChannel;
 use ws_actors::drain::{DrainOutcome, ShutdownSignal};
 use ws_actors::history::{History, HistoryConfig, HistoryStore, MemoryHistory, RedisHistory};
 use ws_actors::session::HistoryAccess;
 use ws_actors::trace::ForwardTracer;
 use ws_actors::{
-    Broker, ConnectionLimiter, Directory, DrainCoordinator, DrainState, HubSettings, NodeId,
-    RedisConfig, SessionConfig,
+    Broker, ConnectionLimiter, Directory, DrainCoordinator, DrainState, HubSettings, LeaseConfig,
+    Leases, NodeId, RedisConfig, SessionConfig,
 };
 
-use crate::config::Settings;
+use crate::config::{QuotaScope, Settings};
 use crate::http_spans::RedactingRootSpan;
 use crate::metrics::Metrics;
 pub use crate::shutdown::{Shutdown, ShutdownHandle};
@@ -194,6 +195,58 @@ fn history_access(settings: &Settings, store: &Arc<dyn History>) -> HistoryAcces
     access
 }
 
+/// What the replicas sharing a Redis coordinate through it: the quota leases and the control
+/// channel. Both `None` without Redis.
+struct Cluster {
+    leases: Option<Leases>,
+    control: Option<ControlChannel>,
+    /// The cluster-wide per-user quota (`per_user_scope = "cluster"` with Redis).
+    quota: Option<usize>,
+}
+
+/// How long the leases still held at exit may take to be given back.
+const LEASE_RELEASE_GRACE: Duration = Duration::from_secs(1);
+
+/// Starts the leases and the control channel when Redis is configured.
+fn start_cluster(
+    settings: &Settings,
+    directory: &Directory,
+    metrics: &Metrics,
+    node: &NodeId,
+) -> anyhow::Result<Cluster> {
+    let redis = &settings.redis;
+    if redis.url.is_empty() {
+        return Ok(Cluster {
+            leases: None,
+            control: None,
+            quota: None,
+        });
+    }
+    let config = LeaseConfig {
+        url: redis.url.clone(),
+        channel_prefix: redis.channel_prefix.clone(),
+        node: node.clone(),
+        lease: Duration::from_secs(settings.limits.quota_lease_s),
+    };
+    let leases =
+        Leases::start(config, metrics.leases.clone()).context("invalid setting redis.url")?;
+    let control = ControlChannel::start(
+        &redis.url,
+        &redis.channel_prefix,
+        node.clone(),
+        directory.clone(),
+    )
+    .context("invalid setting redis.url")?;
+    let limits = &settings.limits;
+    let quota =
+        (limits.per_user_scope == QuotaScope::Cluster).then_some(limits.max_connections_per_user);
+    Ok(Cluster {
+        leases: Some(leases),
+        control: Some(control),
+        quota,
+    })
+}
+
 /// The Kafka ingest (`[kafka]`): started after the broker when `kafka.brokers` is set.
 #[cfg(feature = "kafka")]
 mod kafka {
@@ -286,6 +339,10 @@ pub async fn run_traced(
         history,
     } = start_broker(&settings, &shards, &metrics, tracer)?;
     let shared_history = history.as_ref().map(HistoryStore::shared);
+    let node = NodeId::generate();
+    tracing::info!(node = %node, "node id");
+    let cluster = start_cluster(&settings, &directory, &metrics, &node)?;
+    let leases = cluster.leases.clone();
     #[cfg(feature = "kafka")]
     let ingest = kafka::start(&settings, &broker, history.as_ref(), &metrics, exporting)?;
     #[cfg(feature = "kafka")]
@@ -313,6 +370,9 @@ pub async fn run_traced(
         broker,
         directory,
         limiter,
+        leases: cluster.leases,
+        cluster_quota: cluster.quota,
+        control: cluster.control,
         drain,
         metrics: metrics.clone(),
         session_config: Arc::new(session_config(&settings)),
@@ -323,7 +383,7 @@ pub async fn run_traced(
             .as_ref()
             .map(|store| Arc::new(history_access(&settings, store))),
         history: shared_history,
-        node: NodeId::generate(),
+        node,
     });
     let console = console::start(&settings, &state)?;
     let (console_data, console_task) = console.unzip();
@@ -345,6 +405,9 @@ pub async fn run_traced(
     let _ = serving.await;
     if let Some(task) = console_task {
         task.abort();
+    }
+    if let Some(leases) = leases {
+        leases.release_all(LEASE_RELEASE_GRACE).await;
     }
     #[cfg(feature = "kafka")]
     if let Some(ingest) = ingest {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
-use ws_actors::RelayMetrics;
+use ws_actors::{LeaseMetrics, RelayMetrics};
 
 /// HTTP request metrics, labelled by route pattern (never the raw path) and status.
 #[derive(Clone, Debug)]
@@ -54,6 +54,8 @@ pub struct Metrics {
     pub relay: RelayMetrics,
     /// HTTP requests.
     pub http: HttpMetrics,
+    /// Quota leases, presence and disconnects.
+    pub leases: LeaseMetrics,
 }
 
 impl Metrics {
@@ -62,10 +64,12 @@ impl Metrics {
         let registry = Registry::new();
         let relay = RelayMetrics::register(&registry)?;
         let http = HttpMetrics::register(&registry)?;
+        let leases = LeaseMetrics::register(&registry)?;
         Ok(Self {
             registry,
             relay,
             http,
+            leases,
         })
     }
 

@@ -1,12 +1,13 @@
 //! What every HTTP handler shares: the token validator, the broker handle, the directory, the
-//! connection limiter, the drain flag, the metrics and the per-socket limits, this node's id
-//! and the history store.
+//! connection limiter, the quota leases and control channel (with Redis), the drain flag, the
+//! metrics and the per-socket limits, this node's id and the history store.
 
 use std::sync::Arc;
 
+use ws_actors::control::ControlChannel;
 use ws_actors::history::History;
 use ws_actors::session::HistoryAccess;
-use ws_actors::{Broker, ConnectionLimiter, Directory, DrainState, NodeId, SessionConfig};
+use ws_actors::{Broker, ConnectionLimiter, Directory, DrainState, Leases, NodeId, SessionConfig};
 
 use crate::auth::TokenValidator;
 use crate::metrics::Metrics;
@@ -21,6 +22,13 @@ pub struct AppState {
     pub directory: Directory,
     /// The global connection cap.
     pub limiter: ConnectionLimiter,
+    /// The node's quota leases in Redis; `None` without Redis (no Redis calls at all).
+    pub leases: Option<Leases>,
+    /// The per-user quota the leases enforce across the cluster (`limits.per_user_scope =
+    /// "cluster"` with Redis); `None`: the leases only count.
+    pub cluster_quota: Option<usize>,
+    /// Reaches the other replicas (disconnect); `None` without Redis.
+    pub control: Option<ControlChannel>,
     /// Set once the drain begins.
     pub drain: DrainState,
     /// The registry.

@@ -392,14 +392,13 @@ async fn replicas_sharing_a_redis_see_each_other() {
     assert_eq!(overview["totals"]["nodes"], 2);
     assert_eq!(overview["totals"]["connections"], 1);
 
-    // B's socket as its lease would describe it, an expired lease, and a lease naming A
-    // itself (A answers for itself from its hubs, which hold nothing for this user).
+    // B's socket has its real lease; beside it, an expired lease and a lease naming A itself (A
+    // answers for itself from its hubs, which hold nothing for this user): both ignored.
     let keys = UserKeys::of_user(PREFIX, &UserId::new("teacher-2"));
     let a_id = admin_get(&a, "/api/v1/admin/session").await["node"].clone();
     let live = now_ms() + 30_000;
     let mut conn = redis.conn().await;
     let leases: Vec<(u64, String)> = vec![
-        (live, format!("{}/7", b_id.as_str().unwrap_or(""))),
         (now_ms() - 1_000, "gone-node/1".to_owned()),
         (live, format!("{}/99", a_id.as_str().unwrap_or(""))),
     ];
@@ -422,7 +421,7 @@ async fn replicas_sharing_a_redis_see_each_other() {
     let connections = user["connections"].as_array().cloned().unwrap_or_default();
     assert_eq!(connections.len(), 1, "{user}");
     assert_eq!(connections[0]["node"], b_id);
-    assert_eq!(connections[0]["conn"], 7);
+    assert_eq!(connections[0]["protocol"], "legacy");
     assert_eq!(connections[0]["this_node"], false);
 
     let published = admin_post(

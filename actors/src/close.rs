@@ -80,8 +80,8 @@ pub enum CloseCode {
     UserQuota,
     /// 4001: the token expired during the session.
     TokenExpired,
-    /// 4003: disconnected by the operator (logout, account locked); do not reconnect with the
-    /// same token.
+    /// 4003: disconnected by the operator API (logout, account locked); do not reconnect with
+    /// the same token.
     Disconnected,
     /// 4008: idle timeout or heartbeat lost.
     Timeout,

@@ -9,8 +9,8 @@
 //! a seat is given back only after the session's leave is sent, so the hub never sees more than
 //! the quota and never refuses a session the limiter admitted.
 //!
-//! For the operator console a hub also answers [`UserSessions`] (its sessions and since when)
-//! and [`DisconnectUser`] (close every session 4003).
+//! For the operator console a hub also answers [`UserSessions`] (its sessions and since when);
+//! [`DisconnectHub`] closes every session 4003 (the disconnect API and the console).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -90,6 +90,14 @@ pub struct DrainHub {
     pub pacing: Arc<dyn ClosePacing>,
 }
 
+/// Closes every session of the hub with 4003 (the operator disconnected the user).
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct DisconnectHub {
+    /// The message of each close reason.
+    pub reason: Arc<str>,
+}
+
 /// A hub reports to its shard that it has no session left after `joins_seen` joins.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -117,16 +125,6 @@ pub struct SessionInfo {
 pub struct UserSessions {
     /// The user.
     pub user: UserId,
-}
-
-/// Closes every session of the hub's user with 4003; answers how many were told.
-#[derive(Message, Clone, Debug)]
-#[rtype(result = "usize")]
-pub struct DisconnectUser {
-    /// The user.
-    pub user: UserId,
-    /// The close reason's message.
-    pub reason: Arc<str>,
 }
 
 /// One user's sessions on this node.
@@ -352,15 +350,14 @@ impl Handler<UserSessions> for UserHub {
     }
 }
 
-impl Handler<DisconnectUser> for UserHub {
-    type Result = usize;
+impl Handler<DisconnectHub> for UserHub {
+    type Result = ();
 
-    fn handle(&mut self, disconnect: DisconnectUser, _: &mut Context<Self>) -> usize {
+    fn handle(&mut self, disconnect: DisconnectHub, _: &mut Context<Self>) {
         for link in self.sessions.values() {
             let reason = Arc::clone(&disconnect.reason);
             link.control.do_send(SessionControl::Disconnect { reason });
         }
-        self.sessions.len()
     }
 }
 

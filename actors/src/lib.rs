@@ -7,6 +7,8 @@
 //! - [`position`] — a durable message's place in its user's history: epoch and offset.
 //! - [`payload`] — a published message, shared by every socket it fans out to.
 //! - [`limiter`] — admission: the per-user quota and the global cap, as permits held by sessions.
+//! - [`leases`] — quota leases in Redis: the cluster-wide per-user quota and presence counts.
+//! - [`control`] — the cluster control channel: disconnect commands reach every replica.
 //! - [`session`] — the `Session` actor, one per WebSocket: deadlines, bounded outbound queue;
 //!   `session::messages` holds every message a session accepts and sends.
 //! - [`hub`] — the `UserHub` actor, one per connected user: admission, quota, fan-out.
@@ -27,7 +29,7 @@
 //!
 //! # Dependency direction
 //! `drain` → `directory` → `hub` → `session`; the directory also uses `broker`, which names
-//! none of them. Each actor reaches the one below through messages it defines or a
+//! none of them. `control` → `directory`; `limiter` → `leases`, which names none of them. Each actor reaches the one below through messages it defines or a
 //! `Recipient`; no module depends on one above it. The server starts the directory with the
 //! broker's interest recipient, then hands the directory to the broker
 //! (`Broker::memory`, `Broker::redis(..)?.start`).
@@ -38,6 +40,7 @@ pub mod backoff;
 pub mod broker;
 pub mod client_frames;
 pub mod close;
+pub mod control;
 pub mod directory;
 pub mod drain;
 pub mod history;
@@ -45,6 +48,7 @@ pub mod hub;
 pub mod ids;
 #[cfg(feature = "kafka")]
 pub mod ingest;
+pub mod leases;
 pub mod limiter;
 pub mod metrics;
 pub mod payload;
@@ -62,6 +66,7 @@ pub use directory::Directory;
 pub use drain::{DrainCoordinator, DrainState, SpreadCloses};
 pub use hub::{HubSettings, SessionInfo};
 pub use ids::{ConnId, NodeId, UserId};
+pub use leases::{LeaseConfig, LeaseGuard, LeaseMetrics, LeaseProtocol, Leases, QuotaReached};
 pub use limiter::{AdmissionRefusal, ConnectionLimiter, ConnectionPermit, LingerSlot};
 pub use metrics::RelayMetrics;
 pub use payload::{Payload, Published};

@@ -6,7 +6,8 @@
 //! soon as the session leaves its hub ([`ConnectionPermit::release_user_seat`]), and a slot of
 //! the global cap, given back when the permit is dropped (the socket is gone). Both are released
 //! by drop at the latest, so every path (accept, refusal, drain, error, hang-up) releases each
-//! exactly once.
+//! exactly once. With Redis, the permit also carries the socket's lease
+//! ([`ConnectionPermit::with_lease`]), given back with the seat.
 //!
 //! A refused socket holds no slot, but it is still a file descriptor while it lingers to deliver
 //! its close and see the client hang up. At most [`ConnectionLimiter::max_lingering`] linger at
@@ -20,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::ids::UserId;
+use crate::leases::LeaseGuard;
 
 /// Locks the per-user counts are split over, so that connects of different users rarely wait
 /// for each other.
@@ -93,6 +95,7 @@ impl ConnectionLimiter {
         let slot = self.take_slot().ok_or(AdmissionRefusal::NodeFull)?;
         Ok(ConnectionPermit {
             seat: Some(seat),
+            lease: None,
             _slot: slot,
         })
     }
@@ -149,14 +152,24 @@ impl ConnectionLimiter {
 #[derive(Debug)]
 pub struct ConnectionPermit {
     seat: Option<UserSeat>,
+    /// The socket's lease in Redis (cluster-wide quota, presence), given back with the seat.
+    lease: Option<LeaseGuard>,
     _slot: GlobalSlot,
 }
 
 impl ConnectionPermit {
-    /// Gives the user's seat back at once (the session has left its hub and no longer counts
-    /// against the quota); the global slot stays taken until the permit is dropped.
+    /// Gives the user's seat (and the socket's lease) back at once (the session has left its
+    /// hub and no longer counts against the quota); the global slot stays taken until the
+    /// permit is dropped.
     pub fn release_user_seat(&mut self) {
+        self.lease = None;
         self.seat = None;
+    }
+
+    /// The permit, also holding the socket's lease.
+    pub fn with_lease(mut self, lease: LeaseGuard) -> Self {
+        self.lease = Some(lease);
+        self
     }
 }
 

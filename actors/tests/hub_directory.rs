@@ -161,6 +161,26 @@ async fn fan_out_reaches_every_session_of_the_user_only() {
     assert_eq!(f.metrics.messages_forwarded.get(), 0);
 }
 
+/// A disconnect reaches every session of the named users, through their hubs, with the reason;
+/// another user's session hears nothing of it.
+#[actix::test]
+async fn disconnect_reaches_every_session_of_the_users_only() {
+    let f = fixture(10);
+    let mut a1 = join(&f.directory, "alice");
+    let mut a2 = join(&f.directory, "alice");
+    let mut b = join(&f.directory, "bob");
+    for s in [&mut a1, &mut a2, &mut b] {
+        assert_eq!(next(&mut s.rx).await, Seen::Joined);
+    }
+    let users = [UserId::new("alice"), UserId::new("nobody")];
+    f.directory.disconnect(&users, "logged out");
+    for s in [&mut a1, &mut a2] {
+        assert_eq!(next(&mut s.rx).await, Seen::Disconnect("logged out".into()));
+    }
+    f.directory.route(UserId::new("bob"), text("still here"));
+    assert_eq!(next(&mut b.rx).await, Seen::Delivered(text("still here")));
+}
+
 /// The per-user quota refuses the session over the limit and keeps the others.
 #[actix::test]
 async fn quota_refuses_the_extra_session() {
@@ -263,10 +283,9 @@ async fn message_without_session_is_counted() {
 }
 
 /// The console's view of a user: `sessions_of` lists the user's sessions on this node with
-/// the time each was admitted, and `disconnect` tells each of them to close with 4003 and the
-/// given reason; a user without a hub here has no session and nothing to disconnect.
+/// the time each was admitted; a user without a hub here has no session.
 #[actix::test]
-async fn sessions_are_listed_and_disconnected_per_user() {
+async fn sessions_are_listed_per_user() {
     let f = fixture(10);
     let before = std::time::SystemTime::now();
     let mut a1 = join(&f.directory, "alice");
@@ -285,25 +304,5 @@ async fn sessions_are_listed_and_disconnected_per_user() {
         .all(|s| s.since >= before && s.protocol == "legacy"));
     let nobody = UserId::new("nobody");
     assert!(f.directory.sessions_of(&nobody).await.unwrap().is_empty());
-    assert_eq!(
-        f.directory
-            .disconnect(&nobody, Arc::from("x"))
-            .await
-            .unwrap(),
-        0
-    );
-
-    let told = f
-        .directory
-        .disconnect(&alice, Arc::from("account locked"))
-        .await
-        .unwrap();
-    assert_eq!(told, 2);
-    for session in [&mut a1, &mut a2] {
-        assert_eq!(
-            next(&mut session.rx).await,
-            Seen::Disconnect("account locked".into())
-        );
-    }
-    assert!(b.rx.try_recv().is_err(), "bob is not disconnected");
+    assert!(b.rx.try_recv().is_err(), "bob hears nothing");
 }

@@ -4,7 +4,6 @@
 //! are logged with how the operator was authorised and the correlation id, never the key, and
 //! the user only as `user.hash` (as on connect spans).
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix_web::http::{header, StatusCode};
@@ -19,6 +18,7 @@ use super::{cluster_refusals, node_json, users, Console, DEMO_TOKEN_TTL};
 use crate::correlation::CorrelationId;
 use crate::errors::ApiError;
 use crate::routes::body::{self, BodyLimits};
+use crate::routes::disconnect::disconnect_users;
 use crate::state::AppState;
 
 /// Longest user id accepted (as the publish API and a token's `sub`).
@@ -336,16 +336,14 @@ pub(super) async fn disconnect(
         let message = format!("reason must be at most {MAX_REASON_BYTES} bytes");
         return HttpResponse::from_error(invalid(message, &cid));
     }
-    let done = console
-        .actions
-        .disconnect(user.clone(), Arc::from(reason.as_str()))
-        .await;
+    // The same cluster-wide disconnect as `POST /api/v1/disconnect`.
+    let done = disconnect_users(&state, std::slice::from_ref(&user), &reason, &cid).await;
     tracing::info!(
         action = "disconnect",
         operator = operator.as_str(),
         correlation_id = cid.as_str(),
         user.hash = user_hash(&state, &user),
-        sockets = done.as_ref().map_or(0, |d| d.sockets),
+        sockets = done.as_ref().map_or(0, |sockets| *sockets),
         outcome = if done.is_ok() {
             "disconnected"
         } else {
@@ -353,20 +351,21 @@ pub(super) async fn disconnect(
         },
         "console action"
     );
+    let scope = if state.control.is_some() {
+        "cluster"
+    } else {
+        "node"
+    };
     match done {
-        Ok(done) => HttpResponse::Ok().json(json!({
+        Ok(sockets) => HttpResponse::Ok().json(json!({
             "user_id": user.as_str(),
-            "disconnected": done.sockets,
-            "scope": done.scope,
+            "disconnected": sockets,
+            "scope": scope,
             "close_code": 4003,
             "reason": reason,
             "correlation_id": cid.as_str(),
         })),
-        Err(error) => HttpResponse::from_error(ApiError::new(
-            ErrorCode::ServiceUnavailable,
-            error.to_string(),
-            &cid,
-        )),
+        Err(error) => HttpResponse::from_error(error),
     }
 }
 

@@ -34,7 +34,7 @@ use anyhow::Context as _;
 use serde_json::{json, Value};
 use ws_actors::BrokerHealth;
 
-pub use self::actions::{ActionError, ConsoleActions, Disconnected, LocalActions, Published};
+pub use self::actions::{ActionError, ConsoleActions, LocalActions, Published};
 pub use self::auth::{AdminAuth, Operator, SESSION_TTL};
 use self::cluster::{BrokerState, ClusterStore};
 pub use self::cluster::{NodeRecord, HEARTBEAT_EVERY, RECORD_TTL};
@@ -176,7 +176,6 @@ pub fn start(
         });
     let actions = LocalActions {
         broker: state.broker.clone(),
-        directory: state.directory.clone(),
         history: state.history.clone(),
     };
     let console = web::Data::new(Console {

@@ -1,10 +1,10 @@
-//! Liveness (`/healthz`: the process answers, with broker state), readiness (`/readyz`: 503
+//! Liveness (`/healthz`: the process answers, with broker and lease store state), readiness (`/readyz`: 503
 //! while the broker is down or the node drains, or while the Kafka ingest is down when
 //! `kafka.required`) and the Prometheus exposition (`/metrics`).
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
-use ws_actors::{BrokerHealth, ErrorCode};
+use ws_actors::{BrokerHealth, ErrorCode, Leases};
 
 use crate::correlation::CorrelationId;
 use crate::errors::ApiError;
@@ -37,6 +37,13 @@ fn broker_json(state: &AppState) -> serde_json::Value {
     }
 }
 
+/// The lease store: up or down (connects fail open), the leases held, what the quota counts.
+fn leases_json(leases: &Leases, cluster_scope: bool) -> serde_json::Value {
+    let state = if leases.is_down() { "down" } else { "up" };
+    let scope = if cluster_scope { "cluster" } else { "node" };
+    json!({"state": state, "held": leases.held(), "quota_scope": scope})
+}
+
 /// Liveness: 200 while the process runs, even when Redis is down (restarting would not help).
 pub async fn healthz(
     state: web::Data<AppState>,
@@ -51,6 +58,9 @@ pub async fn healthz(
     });
     if let Some(ingest) = ingest {
         body["kafka"] = ingest_json(&ingest);
+    }
+    if let Some(leases) = &state.leases {
+        body["leases"] = leases_json(leases, state.cluster_quota.is_some());
     }
     HttpResponse::Ok().json(body)
 }

@@ -1,11 +1,13 @@
-//! HTTP routes: the WebSocket upgrade, health and readiness, metrics, the publish API, the
-//! position API, and the JSON 404 for everything else.
+//! HTTP routes: the WebSocket upgrade, health and readiness, metrics, the publish, position,
+//! presence and disconnect APIs, and the JSON 404 for everything else.
 
 mod bearer;
 pub(crate) mod body;
+pub(crate) mod disconnect;
 mod health;
 mod offer;
 mod position;
+mod presence;
 mod publish;
 mod ws;
 
@@ -28,6 +30,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, ws_path: &str) {
         .route("/metrics", web::get().to(health::metrics))
         .route("/api/v1/publish", web::post().to(publish::publish))
         .route("/api/v1/position", web::get().to(position::position))
+        .route("/api/v1/presence", web::get().to(presence::presence))
+        .route("/api/v1/disconnect", web::post().to(disconnect::disconnect))
         .default_service(web::to(not_found));
 }
 

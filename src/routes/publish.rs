@@ -83,6 +83,7 @@ fn idempotency_key(req: &HttpRequest, cid: &CorrelationId) -> Result<Option<Stri
 }
 
 /// 404 when the API is disabled, 401 without the right key: decided from the headers alone.
+/// Presence and disconnect are guarded by the same key.
 pub(super) fn check_key(
     req: &HttpRequest,
     state: &AppState,

@@ -5,10 +5,11 @@
 //! Everything that can refuse a socket happens before a session exists: a wrong path (404) or a
 //! malformed upgrade (400), draining (503 before the upgrade), then origin, token, and the
 //! per-user quota and global cap (decided together: a socket refused for its user's quota never
-//! holds a slot of the global cap), each answered by an upgrade followed at once by a close with
-//! the code and JSON reason of the contract, so that a browser sees why. Each upgrade request is
-//! counted and logged like any other HTTP request (route, status, correlation id, the token
-//! redacted).
+//! holds a slot of the global cap), then, with Redis, the socket's lease (the one asynchronous
+//! step: one script call that also checks the cluster-wide quota), each answered by an upgrade
+//! followed at once by a close with the code and JSON reason of the contract, so that a browser
+//! sees why. Each upgrade request is counted and logged like any other HTTP request (route,
+//! status, correlation id, the token redacted).
 
 use std::net::Shutdown;
 use std::sync::Arc;
@@ -21,11 +22,12 @@ use actix_web::web;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tracing::Instrument as _;
 use ws_actors::v2::Protocol;
 use ws_actors::wire::OutFrame;
 use ws_actors::{
-    AdmissionRefusal, CloseCode, CloseReason, ConnId, ErrorCode, LingerSlot, Session,
-    SessionParams, Upgraded, UserId,
+    AdmissionRefusal, CloseCode, CloseReason, ConnId, ConnectionPermit, ErrorCode, LeaseProtocol,
+    LingerSlot, QuotaReached, Session, SessionParams, Upgraded, UserId,
 };
 
 use super::offer::{offered_token, origin_allowed, requested_protocol};
@@ -95,7 +97,9 @@ pub async fn upgrade(
     };
     let target = redacted_target(head.uri.path(), head.uri.query().unwrap_or(""));
     let span = request_span(&head.method, route, &target, &head.headers);
-    let answer = span.in_scope(|| decide(&context, head, route, &cid));
+    let answer = decide(&context, head, route, &cid)
+        .instrument(span.clone())
+        .await;
     let status = answer.status();
     span.record("http.status_code", status);
     let done = Finished {
@@ -205,7 +209,7 @@ fn validate(state: &AppState, token: Option<&str>) -> Result<VerifiedToken, Auth
 }
 
 /// Decides the request's fate; a request for the WebSocket path runs in `websocket.connect`.
-fn decide(
+async fn decide(
     context: &UpgradeContext,
     head: &RequestHead,
     route: &str,
@@ -223,10 +227,10 @@ fn decide(
         user.hash = tracing::field::Empty,
         outcome = tracing::field::Empty,
     );
-    span.in_scope(|| connect(&context.state, head, cid))
+    connect(&context.state, head, cid).instrument(span).await
 }
 
-fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer {
+async fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer {
     if state.drain.is_draining() {
         outcome(state, "draining");
         let error = ApiError::new(ErrorCode::ServiceUnavailable, "server draining", cid);
@@ -268,11 +272,23 @@ fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer 
     let permit = match state.limiter.try_admit(&user) {
         Ok(permit) => permit,
         Err(refusal) => {
+            if refusal == AdmissionRefusal::UserQuota {
+                state.metrics.leases.quota_refused("node");
+            }
             let (code, message) = count_refusal(state, refusal, cid);
             return refuse(code, message);
         }
     };
     let conn = ConnId::next();
+    let permit = match take_lease(state, &user, conn, &protocol, permit).await {
+        Ok(permit) => permit,
+        Err(QuotaReached { held }) => {
+            tracing::debug!(held, correlation_id = cid.as_str(), "cluster quota reached");
+            state.metrics.leases.quota_refused("cluster");
+            let (code, message) = count_refusal(state, AdmissionRefusal::UserQuota, cid);
+            return refuse(code, message);
+        }
+    };
     let span = tracing::Span::current();
     span.record("conn.id", conn.get());
     span.record("outcome", "upgraded");
@@ -301,6 +317,29 @@ fn connect(state: &AppState, head: &RequestHead, cid: &CorrelationId) -> Answer 
         handshake: handshake.clone(),
         params: Box::new(params),
     }
+}
+
+/// With Redis, the socket's lease, taken into its permit: refused when the user's sockets across
+/// the cluster fill the quota (scope `cluster`); admitted without one when Redis is unreachable.
+/// Without Redis, the permit as it is (no call).
+async fn take_lease(
+    state: &AppState,
+    user: &UserId,
+    conn: ConnId,
+    protocol: &Protocol,
+    permit: ConnectionPermit,
+) -> Result<ConnectionPermit, QuotaReached> {
+    let Some(leases) = &state.leases else {
+        return Ok(permit);
+    };
+    let protocol = match protocol {
+        Protocol::Legacy => LeaseProtocol::Legacy,
+        Protocol::V2 { .. } => LeaseProtocol::V2,
+    };
+    let lease = leases
+        .acquire(user, conn, protocol, state.cluster_quota)
+        .await?;
+    Ok(permit.with_lease(lease))
 }
 
 /// A token's expiry (unix seconds) as a time, or `None` when it is beyond what `SystemTime`

@@ -23,7 +23,7 @@ use actix::prelude::*;
 use self::queue::RouteQueue;
 pub use self::queue::{ROUTE_BATCH_MAX, ROUTE_QUEUE_MAX};
 pub use self::shard::DirectoryShard;
-use self::shard::{ChannelsLive, DrainShard, RouteBatch};
+use self::shard::{ChannelsLive, DisconnectUsers, DrainShard, RouteBatch};
 use crate::broker::{Interest, RouteSink, RouteUser};
 use crate::hub::ClosePacing;
 /// The settings every hub shares; re-exported from [`crate::hub`] where they live.
@@ -176,6 +176,22 @@ impl Directory {
                     users,
                     resubscribed,
                 });
+            }
+        }
+    }
+
+    /// Closes every session of `users` on this node with 4003 and `reason` as the close
+    /// reason's message: one message per shard that holds any of them.
+    pub fn disconnect(&self, users: &[UserId], reason: &str) {
+        let mut by_shard: Vec<Vec<UserId>> = self.shards.iter().map(|_| Vec::new()).collect();
+        for user in users {
+            by_shard[self.shard_index(user.as_str())].push(user.clone());
+        }
+        let reason: Arc<str> = Arc::from(reason);
+        for (shard, users) in self.shards.iter().zip(by_shard) {
+            if !users.is_empty() {
+                let reason = Arc::clone(&reason);
+                shard.do_send(DisconnectUsers { users, reason });
             }
         }
     }

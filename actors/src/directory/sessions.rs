@@ -1,14 +1,12 @@
 //! What the operator console asks of one user's hub on this node, through the user's shard:
-//! its sessions and since when ([`Directory::sessions_of`]), and closing them all with 4003
-//! ([`Directory::disconnect`]). Neither is on a hot path; a user with no hub here has no session.
-
-use std::sync::Arc;
+//! its sessions and since when ([`Directory::sessions_of`]). Not on a hot path; a user with no
+//! hub here has no session. (Closing them is `Directory::disconnect`, in `mod.rs`.)
 
 use actix::prelude::*;
 
 use super::shard::DirectoryShard;
 use super::Directory;
-use crate::hub::{DisconnectUser, SessionInfo, UserSessions};
+use crate::hub::{SessionInfo, UserSessions};
 use crate::ids::UserId;
 
 impl Handler<UserSessions> for DirectoryShard {
@@ -26,35 +24,11 @@ impl Handler<UserSessions> for DirectoryShard {
     }
 }
 
-impl Handler<DisconnectUser> for DirectoryShard {
-    type Result = ResponseFuture<usize>;
-
-    fn handle(&mut self, disconnect: DisconnectUser, _: &mut Context<Self>) -> Self::Result {
-        let hub = self.hub_of(&disconnect.user);
-        Box::pin(async move {
-            match hub {
-                Some(hub) => hub.send(disconnect).await.unwrap_or_default(),
-                None => 0,
-            }
-        })
-    }
-}
-
 impl Directory {
     /// The sessions `user` has open on this node, in no particular order. Fails only when the
     /// user's shard has stopped (the node is shutting down).
     pub async fn sessions_of(&self, user: &UserId) -> Result<Vec<SessionInfo>, MailboxError> {
         let query = UserSessions { user: user.clone() };
         self.shard_of(user).send(query).await
-    }
-
-    /// Closes every session `user` has open on this node with 4003 (`reason` as the close
-    /// message); answers how many were told to close.
-    pub async fn disconnect(&self, user: &UserId, reason: Arc<str>) -> Result<usize, MailboxError> {
-        let disconnect = DisconnectUser {
-            user: user.clone(),
-            reason,
-        };
-        self.shard_of(user).send(disconnect).await
     }
 }

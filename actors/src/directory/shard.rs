@@ -11,7 +11,8 @@ use actix::prelude::*;
 use super::queue::RouteRoom;
 use crate::broker::{Interest, RouteUser};
 use crate::hub::{
-    ChannelLive, ClosePacing, DrainHub, Fanout, HubIdle, HubSettings, Join, Leave, Retire, UserHub,
+    ChannelLive, ClosePacing, DisconnectHub, DrainHub, Fanout, HubIdle, HubSettings, Join, Leave,
+    Retire, UserHub,
 };
 use crate::ids::UserId;
 use crate::metrics::RelayMetrics;
@@ -44,6 +45,16 @@ pub(super) struct ChannelsLive {
 pub(super) struct DrainShard {
     /// When each session closes.
     pub(super) pacing: Arc<dyn ClosePacing>,
+}
+
+/// Closes every session of these users (of this shard) with 4003.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub(super) struct DisconnectUsers {
+    /// The users, all hashed to this shard.
+    pub(super) users: Vec<UserId>,
+    /// The message of each close reason.
+    pub(super) reason: Arc<str>,
 }
 
 struct HubEntry {
@@ -225,6 +236,19 @@ impl Handler<DrainShard> for DirectoryShard {
             entry.addr.do_send(DrainHub {
                 pacing: Arc::clone(&drain.pacing),
             });
+        }
+    }
+}
+
+impl Handler<DisconnectUsers> for DirectoryShard {
+    type Result = ();
+
+    fn handle(&mut self, disconnect: DisconnectUsers, _: &mut Context<Self>) {
+        for user in &disconnect.users {
+            if let Some(entry) = self.hubs.get(user) {
+                let reason = Arc::clone(&disconnect.reason);
+                entry.addr.do_send(DisconnectHub { reason });
+            }
         }
     }
 }

@@ -50,9 +50,9 @@ pub enum SessionControl {
         /// When to close, counted from receipt, so that closes are spread over the window.
         after: Duration,
     },
-    /// Disconnected by the operator: close with 4003, `reason` as the close message.
+    /// Disconnected by the operator API: close with 4003 at once.
     Disconnect {
-        /// Why (carried in the close reason's message).
+        /// The message of the close reason (why, e.g. "logged out").
         reason: Arc<str>,
     },
 }
