@@ -106,6 +106,7 @@ export function renderUser(data) {
       el("td", {}, fmt.dateTime(c.since_ms)),
       el("td", {}, fmt.duration(now - c.since_ms)),
       el("td", {}, c.protocol),
+      el("td", {}, c.last_position ? el("code", {}, c.last_position) : "–"),
     ),
   );
   const summary = data.online
@@ -131,7 +132,7 @@ export function renderUser(data) {
           local: "Sockets of this node only: no Redis is configured, so there is no other replica to ask.",
         }),
       ),
-      table(["replica", "connection", "connected since", "for", "protocol"], rows, "No socket."),
+      table(["replica", "connection", "connected since", "for", "protocol", "last delivered"], rows, "No socket."),
     ),
   );
   show(document.getElementById("user-history"), el("div", { class: "card" }, el("h2", {}, "Last messages"), historyBlock(data)));

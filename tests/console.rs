@@ -317,6 +317,11 @@ async fn one_node_lists_looks_up_publishes_and_disconnects() {
     let user = admin_get(&server, "/api/v1/admin/users/teacher-1").await;
     assert_eq!(user["history"][0]["offset"], 1, "{user}");
     assert_eq!(user["position"]["offset"], 1, "{user}");
+    let epoch = user["position"]["epoch"].as_str().unwrap_or_default();
+    assert_eq!(
+        user["connections"][0]["last_position"],
+        format!("{epoch}:1")
+    );
 
     let done = admin_post(
         &server,

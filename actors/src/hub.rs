@@ -22,6 +22,7 @@ use actix::prelude::*;
 use crate::ids::{ConnId, UserId};
 use crate::metrics::RelayMetrics;
 use crate::payload::{Payload, Published};
+use crate::position::Position;
 use crate::session::{Deliver, JoinRefusal, SessionControl, SessionLink};
 use crate::trace::{find_timestamp, find_traceparent, ForwardTracer};
 use crate::v2;
@@ -115,8 +116,10 @@ pub struct SessionInfo {
     pub conn: ConnId,
     /// When the hub admitted it.
     pub since: SystemTime,
-    /// The client protocol: `"legacy"` (raw payloads) until v2 sessions tell their hub.
+    /// The client protocol: `"legacy"` (raw payloads) or `"v2"`.
     pub protocol: &'static str,
+    /// The last durable message this node handed to the user's sessions.
+    pub last_position: Option<Position>,
 }
 
 /// Asks for the sessions of the hub's user (forwarded by the directory shard).
@@ -144,6 +147,8 @@ pub struct UserHub {
     live: bool,
     /// How many sessions speak v2 (the hub then encodes each message's v2 frame once).
     v2_sessions: usize,
+    /// The last durable message fanned out (for the console's lookup).
+    last_position: Option<Position>,
 }
 
 impl UserHub {
@@ -167,6 +172,7 @@ impl UserHub {
             draining: false,
             live,
             v2_sessions: 0,
+            last_position: None,
         }
     }
 
@@ -267,6 +273,9 @@ impl Handler<Fanout> for UserHub {
             self.count_dropped("no_session", 1);
             return;
         }
+        if let Some(position) = &fanout.message.position {
+            self.last_position = Some(position.clone());
+        }
         let v2_frame = (self.v2_sessions > 0)
             .then(|| v2::message_of(fanout.message.position.as_ref(), &fanout.message.payload));
         // The last session takes the message itself: a user with one socket costs no clone.
@@ -345,6 +354,7 @@ impl Handler<UserSessions> for UserHub {
             } else {
                 "legacy"
             },
+            last_position: self.last_position.clone(),
         });
         MessageResult(sessions.collect())
     }

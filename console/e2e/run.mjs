@@ -269,6 +269,11 @@ async function main() {
     const payload = JSON.parse(received);
     if (payload.type !== "console.test") throw new Error(`unexpected payload ${received}`);
     step("test message received by the socket");
+    // The lookup (refreshed every 2 s) shows it in the user's history, and as the socket's last
+    // delivered position.
+    await consolePage.getByText(/last offset 1\./).waitFor({ timeout: DEADLINE_MS });
+    await consolePage.locator("#user-result tbody tr td code", { hasText: /:1$/ }).first().waitFor({ timeout: DEADLINE_MS });
+    step("lookup: the message in the history at offset 1, the socket's last delivered position");
     await shoot(consolePage, "user");
 
     // Disconnect from the Actions view (two clicks): the socket closes 4003.

@@ -32,6 +32,9 @@ pub struct Connection {
     pub since_ms: u64,
     /// `legacy` or `v2`.
     pub protocol: String,
+    /// The last durable message this replica handed to the user's sockets, `<epoch>:<offset>`
+    /// (known for this replica's sockets only).
+    pub last_position: Option<String>,
     /// Whether it is on the replica that answered.
     pub this_node: bool,
 }
@@ -50,6 +53,7 @@ pub fn merge(node: &str, local: &[SessionInfo], leases: Vec<LeaseInfo>) -> Vec<C
             conn: session.conn.get(),
             since_ms: millis(session.since),
             protocol: session.protocol.to_owned(),
+            last_position: session.last_position.as_ref().map(ToString::to_string),
             this_node: true,
         })
         .collect();
@@ -61,6 +65,7 @@ pub fn merge(node: &str, local: &[SessionInfo], leases: Vec<LeaseInfo>) -> Vec<C
             conn: lease.conn,
             since_ms: lease.since_ms,
             protocol: lease.protocol,
+            last_position: None,
             this_node: false,
         })
         .collect();
@@ -174,6 +179,7 @@ mod tests {
             conn,
             since: UNIX_EPOCH + Duration::from_millis(5_000),
             protocol: "legacy",
+            last_position: None,
         }];
         let leases = vec![
             lease("me", conn.get(), 1),
