@@ -28,13 +28,19 @@ fn ingest_json(ingest: &IngestStatus) -> serde_json::Value {
     }
 }
 
+/// The broker's state; on Redis Cluster also `cluster.nodes`: each node's address, slots,
+/// link state (`up`, `down` with a reason, `connecting`) and the channels subscribed there.
 fn broker_json(state: &AppState) -> serde_json::Value {
-    match state.broker.health() {
+    let mut json = match state.broker.health() {
         BrokerHealth::Up => json!({"kind": state.broker.kind(), "state": "up"}),
         BrokerHealth::Down { reason } => {
             json!({"kind": state.broker.kind(), "state": "down", "reason": reason})
         }
+    };
+    if let Some(nodes) = state.broker.cluster_nodes() {
+        json["cluster"] = json!({ "nodes": nodes });
     }
+    json
 }
 
 /// Liveness: 200 while the process runs, even when Redis is down (restarting would not help).
