@@ -476,3 +476,45 @@ async fn a_slot_migration_keeps_delivering_on_the_same_socket() {
         "subscribed on the new primary: {nodes:?}"
     );
 }
+
+/// Two replicas share the cluster: a publish API call on one reaches a socket on the other
+/// (SPUBLISH, history off), and the console of each lists both, from the heartbeats they write
+/// under the `{ws-console}` hash tag.
+#[actix_web::test]
+async fn two_replicas_share_the_cluster() {
+    const ADMIN_KEY: &str = "console-admin-key-0123456789";
+    let cluster = RedisCluster::start().await;
+    let replica = || async {
+        let settings = TestSettings::new()
+            .set("redis.cluster_nodes", cluster.urls())
+            .set("history.size", 0)
+            .set("console.enabled", true)
+            .set("console.admin_key", ADMIN_KEY);
+        let server = Server::start_in_process(settings).await;
+        server.wait_readyz(200, STARTUP_DEADLINE).await;
+        server
+    };
+    let (a, b) = (replica().await, replica().await);
+    let mut socket = a.connect(&token("{shared}user")).await;
+    spublish_until_received(&cluster, "{shared}user", &mut socket, DEADLINE).await;
+    b.publish_api(&["{shared}user"], json!({ "from": "b" }))
+        .await;
+    assert_eq!(
+        recv_skipping_probes(&mut socket, DEADLINE).await,
+        r#"{"from":"b"}"#
+    );
+
+    let auth = format!("Bearer {ADMIN_KEY}");
+    wait_until(DEADLINE, "each console to list both replicas", || async {
+        let mut both = true;
+        for server in [&a, &b] {
+            let reply = server
+                .get_with("/api/v1/admin/nodes", &[("Authorization", &auth)])
+                .await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            both &= reply.json()["nodes"].as_array().map(Vec::len) == Some(2);
+        }
+        both
+    })
+    .await;
+}

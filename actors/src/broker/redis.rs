@@ -120,7 +120,7 @@ enum Subscriber {
     },
     /// Sharded pub/sub on Redis Cluster, with each node's health.
     Cluster {
-        start: ClusterStart,
+        start: Box<ClusterStart>,
         nodes: watch::Receiver<Vec<ClusterNodeHealth>>,
     },
 }
@@ -144,7 +144,10 @@ impl RedisStart {
             }
             RedisTarget::Cluster(seeds) => {
                 let (start, nodes) = ClusterStart::new(seeds)?;
-                Subscriber::Cluster { start, nodes }
+                Subscriber::Cluster {
+                    start: Box::new(start),
+                    nodes,
+                }
             }
         };
         let reason = if config.target.is_cluster() {
