@@ -160,6 +160,7 @@ impl ClusterStart {
             topology: None,
             topology_error: None,
             refreshing: false,
+            awaiting_map: false,
             refresh_again: false,
             refresh_hint: None,
             refresh_attempt: 0,
@@ -207,6 +208,10 @@ pub struct ClusterSubscriber {
     topology_error: Option<String>,
     /// A slot map read is in flight.
     refreshing: bool,
+    /// Rounds wait for the slot map being read: a node dropped subscriptions by itself or
+    /// answered MOVED, so the map is known stale (subscribing by it could land on a demoted
+    /// primary, now a replica, which accepts SSUBSCRIBE).
+    awaiting_map: bool,
     /// Another read was asked for meanwhile (`refresh_hint`: the node to ask first).
     refresh_again: bool,
     refresh_hint: Option<Node>,
@@ -347,7 +352,7 @@ impl ClusterSubscriber {
                     };
                     match self
                         .subs
-                        .on_subscribed(&node, channel, self.topology.as_ref())
+                        .on_subscribed(&node, &channel, self.topology.as_ref())
                     {
                         Confirmed::Nothing => {}
                         Confirmed::Unwanted(slot) => {
@@ -381,7 +386,10 @@ impl ClusterSubscriber {
         self.directory.route_all(routes);
         self.acknowledge(first, again);
         match refresh_from {
-            Some(node) => self.refresh_topology(Some(node), ctx),
+            Some(node) => {
+                self.awaiting_map = true;
+                self.refresh_topology(Some(node), ctx);
+            }
             None => self.flush(ctx),
         }
         self.update_health();
@@ -454,6 +462,7 @@ impl ClusterSubscriber {
         };
         ctx.spawn(read.into_actor(self).map(|result, this, ctx| {
             this.refreshing = false;
+            this.awaiting_map = false;
             match result {
                 Ok(topology) => this.apply_topology(topology, ctx),
                 Err(error) => {
@@ -520,7 +529,7 @@ impl ClusterSubscriber {
     /// Sends the pending subscription changes: one round at a time, one pipeline per node.
     /// Slots whose primary is unknown or unreachable wait (and the slot map is read again).
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.flushing || self.refreshing || self.dirty.is_empty() {
+        if self.flushing || self.awaiting_map || self.dirty.is_empty() {
             return;
         }
         let Some(topology) = self.topology.clone() else {
@@ -629,6 +638,7 @@ impl ClusterSubscriber {
             .subscribed_channels
             .set(self.subs.wanted_count() as i64);
         if let Some(owner) = moved_to {
+            self.awaiting_map = true;
             self.refresh_topology(Some(owner), ctx);
         }
         if failed {

@@ -87,22 +87,52 @@ pub(crate) enum Removed {
     },
 }
 
-/// The subscriber's view of what is wanted and what each node has confirmed.
+/// Which nodes confirmed a user's channels (usually one each).
+#[derive(Debug, Default)]
+struct Confirmations {
+    plain: Vec<Node>,
+    durable: Vec<Node>,
+}
+
+impl Confirmations {
+    fn nodes(&self, durable: bool) -> &Vec<Node> {
+        if durable {
+            &self.durable
+        } else {
+            &self.plain
+        }
+    }
+
+    fn nodes_mut(&mut self, durable: bool) -> &mut Vec<Node> {
+        if durable {
+            &mut self.durable
+        } else {
+            &mut self.plain
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.plain.is_empty() && self.durable.is_empty()
+    }
+}
+
+/// The subscriber's view of what is wanted and what each node has confirmed. Kept per user
+/// (a channel is its user and whether it is the durable one), so a user costs about the same
+/// here as in the standalone subscriber's set, whatever the number of channels.
 pub(crate) struct Subscriptions {
     prefix: String,
     durable: bool,
     /// Wanted users, by slot.
     wanted: HashMap<u16, HashSet<UserId>>,
-    /// Wanted users that are not live (waiting for confirmations).
+    /// Wanted users that are not live (waiting for confirmations); the others are live:
+    /// every channel confirmed, acknowledged to the directory.
     pending: HashSet<UserId>,
-    /// Wanted users whose channels are all confirmed, acknowledged to the directory.
-    live: HashSet<UserId>,
     /// Users that were live and lost a subscription.
     lost: HashMap<UserId, Loss>,
-    /// The nodes that confirmed each channel (usually one).
-    confirmed: HashMap<Vec<u8>, Vec<Node>>,
-    /// Confirmed channels, by slot.
-    by_slot: HashMap<u16, HashSet<Vec<u8>>>,
+    /// The nodes that confirmed each user's channels.
+    confirmed: HashMap<UserId, Confirmations>,
+    /// Users with a confirmed channel, by slot.
+    by_slot: HashMap<u16, HashSet<UserId>>,
     /// Confirmed channels, by node.
     per_node: HashMap<Node, usize>,
     /// Slots with a confirmed channel that should go (unwanted, or on a node that is not the
@@ -119,7 +149,6 @@ impl Subscriptions {
             durable,
             wanted: HashMap::new(),
             pending: HashSet::new(),
-            live: HashSet::new(),
             lost: HashMap::new(),
             confirmed: HashMap::new(),
             by_slot: HashMap::new(),
@@ -134,23 +163,39 @@ impl Subscriptions {
     }
 
     /// The channels of `user`: the plain one, and the durable one when history is on.
+    #[cfg(test)]
     pub(crate) fn channels(&self, user: &UserId) -> Vec<Vec<u8>> {
+        self.kinds()
+            .map(|durable| self.channel(user, durable))
+            .collect()
+    }
+
+    /// The kinds of channel each user has: plain (`false`), and durable (`true`) with history.
+    fn kinds(&self) -> impl Iterator<Item = bool> {
+        let with_durable = self.durable;
+        [false, true]
+            .into_iter()
+            .filter(move |&durable| durable <= with_durable)
+    }
+
+    fn channel(&self, user: &UserId, durable: bool) -> Vec<u8> {
         let plain = channel_name(&self.prefix, user);
-        if self.durable {
-            vec![UserKeys::of_channel(&plain).durable_channel(), plain]
+        if durable {
+            UserKeys::of_channel(&plain).durable_channel()
         } else {
-            vec![plain]
+            plain
         }
     }
 
-    /// The user of one of our channels.
-    pub(crate) fn user_of(&self, channel: &[u8]) -> Option<UserId> {
-        let route = if channel.first() == Some(&b'{') {
+    /// The user of one of our channels, and whether it is the durable one.
+    pub(crate) fn user_of(&self, channel: &[u8]) -> Option<(UserId, bool)> {
+        let durable = channel.first() == Some(&b'{');
+        let route = if durable {
             RouteUser::from_durable_channel(channel.to_vec(), &self.prefix)?
         } else {
             RouteUser::from_channel(channel.to_vec(), &self.prefix)?
         };
-        Some(UserId::new(route.as_str()))
+        Some((UserId::new(route.as_str()), durable))
     }
 
     fn is_wanted(&self, user: &UserId) -> bool {
@@ -178,9 +223,8 @@ impl Subscriptions {
             }
         }
         self.pending.remove(user);
-        self.live.remove(user);
         self.lost.remove(user);
-        if self.by_slot.contains_key(&slot) {
+        if self.confirmed.contains_key(user) {
             self.cleanup.insert(slot);
         }
         slot
@@ -188,7 +232,7 @@ impl Subscriptions {
 
     /// Wanted users.
     pub(crate) fn wanted_count(&self) -> usize {
-        self.pending.len() + self.live.len()
+        self.wanted.values().map(HashSet::len).sum()
     }
 
     /// Channels `node` has confirmed.
@@ -219,38 +263,39 @@ impl Subscriptions {
     /// any other node once the owner has confirmed it (never before: no gap).
     pub(crate) fn plan(&mut self, slot: u16, owner: &Node) -> Vec<(Node, Op)> {
         let mut ops = Vec::new();
-        if let Some(users) = self.wanted.get(&slot) {
-            for user in users {
-                for channel in self.channels(user) {
-                    let on_owner = self
-                        .confirmed
-                        .get(&channel)
-                        .is_some_and(|nodes| nodes.contains(owner));
-                    if !on_owner {
-                        let op = Op {
-                            slot,
-                            channel,
-                            subscribe: true,
-                        };
-                        ops.push((owner.clone(), op));
-                    }
+        for user in self.wanted.get(&slot).into_iter().flatten() {
+            let confirmed = self.confirmed.get(user);
+            for durable in self.kinds() {
+                let on_owner = confirmed.is_some_and(|c| c.nodes(durable).contains(owner));
+                if !on_owner {
+                    let op = Op {
+                        slot,
+                        channel: self.channel(user, durable),
+                        subscribe: true,
+                    };
+                    ops.push((owner.clone(), op));
                 }
             }
         }
         let mut unsubscribes = Vec::new();
-        for channel in self.by_slot.get(&slot).into_iter().flatten() {
-            let wanted = self.user_of(channel).is_some_and(|u| self.is_wanted(&u));
-            let nodes = self.confirmed.get(channel).map_or(&[][..], Vec::as_slice);
-            let on_owner = nodes.contains(owner);
-            for node in nodes {
-                let stale = node != owner && on_owner;
-                if !wanted || stale {
-                    let op = Op {
-                        slot,
-                        channel: channel.clone(),
-                        subscribe: false,
-                    };
-                    unsubscribes.push((node.clone(), op));
+        for user in self.by_slot.get(&slot).into_iter().flatten() {
+            let wanted = self.is_wanted(user);
+            let Some(confirmed) = self.confirmed.get(user) else {
+                continue;
+            };
+            for durable in [false, true] {
+                let nodes = confirmed.nodes(durable);
+                let on_owner = nodes.contains(owner);
+                for node in nodes {
+                    let stale = node != owner && on_owner;
+                    if !wanted || stale {
+                        let op = Op {
+                            slot,
+                            channel: self.channel(user, durable),
+                            subscribe: false,
+                        };
+                        unsubscribes.push((node.clone(), op));
+                    }
                 }
             }
         }
@@ -267,26 +312,31 @@ impl Subscriptions {
     pub(crate) fn on_subscribed(
         &mut self,
         node: &Node,
-        channel: Vec<u8>,
+        channel: &[u8],
         topology: Option<&Topology>,
     ) -> Confirmed {
-        let slot = slot(&channel);
-        let user = self.user_of(&channel);
-        let nodes = self.confirmed.entry(channel.clone()).or_default();
+        let slot = slot(channel);
+        let Some((user, durable)) = self.user_of(channel) else {
+            return Confirmed::Nothing;
+        };
+        let nodes = self
+            .confirmed
+            .entry(user.clone())
+            .or_default()
+            .nodes_mut(durable);
         if !nodes.contains(node) {
             nodes.push(node.clone());
             *self.per_node.entry(node.clone()).or_default() += 1;
-            self.by_slot.entry(slot).or_default().insert(channel);
+            self.by_slot.entry(slot).or_default().insert(user.clone());
         }
-        let Some(user) = user.filter(|u| self.is_wanted(u)) else {
+        if !self.is_wanted(&user) {
             self.cleanup.insert(slot);
             return Confirmed::Unwanted(slot);
-        };
-        if self.live.contains(&user) || !self.fully_confirmed(&user) {
+        }
+        if !self.pending.contains(&user) || !self.fully_confirmed(&user) {
             return Confirmed::Nothing;
         }
         self.pending.remove(&user);
-        self.live.insert(user.clone());
         let cause = self
             .lost
             .remove(&user)
@@ -297,32 +347,37 @@ impl Subscriptions {
     /// `node` no longer has `channel` (`sunsubscribe` push, asked for or not, or a refused
     /// SUNSUBSCRIBE: the node does not serve that slot, so nothing is subscribed there).
     pub(crate) fn on_unsubscribed(&mut self, node: &Node, channel: &[u8]) -> Removed {
-        self.forget(node, channel);
-        self.after_removal(channel, node, false)
+        let Some((user, durable)) = self.user_of(channel) else {
+            return Removed::Nothing;
+        };
+        self.forget(node, &user, durable);
+        self.after_removal(&user, node, false)
     }
 
     /// The connection to `node` dropped: it has none of our subscriptions any more. Answers
-    /// what that changed, per affected channel.
+    /// what that changed, per affected user.
     pub(crate) fn on_disconnected(&mut self, node: &Node) -> Vec<Removed> {
-        let channels: Vec<Vec<u8>> = self
+        let users: Vec<UserId> = self
             .confirmed
             .iter()
-            .filter(|(_, nodes)| nodes.contains(node))
-            .map(|(channel, _)| channel.clone())
+            .filter(|(_, c)| c.plain.contains(node) || c.durable.contains(node))
+            .map(|(user, _)| user.clone())
             .collect();
-        channels
+        users
             .iter()
-            .map(|channel| {
-                self.forget(node, channel);
-                self.after_removal(channel, node, true)
+            .map(|user| {
+                self.forget(node, user, false);
+                self.forget(node, user, true);
+                self.after_removal(user, node, true)
             })
             .collect()
     }
 
-    fn forget(&mut self, node: &Node, channel: &[u8]) {
-        let Some(nodes) = self.confirmed.get_mut(channel) else {
+    fn forget(&mut self, node: &Node, user: &UserId, durable: bool) {
+        let Some(confirmed) = self.confirmed.get_mut(user) else {
             return;
         };
+        let nodes = confirmed.nodes_mut(durable);
         let before = nodes.len();
         nodes.retain(|n| n != node);
         if nodes.len() < before {
@@ -333,42 +388,40 @@ impl Subscriptions {
                 }
             }
         }
-        if nodes.is_empty() {
-            self.confirmed.remove(channel);
-            let slot = slot(channel);
-            if let Some(channels) = self.by_slot.get_mut(&slot) {
-                channels.remove(channel);
-                if channels.is_empty() {
+        if confirmed.is_empty() {
+            self.confirmed.remove(user);
+            let slot = self.slot_of(user);
+            if let Some(users) = self.by_slot.get_mut(&slot) {
+                users.remove(user);
+                if users.is_empty() {
                     self.by_slot.remove(&slot);
                 }
             }
         }
     }
 
-    fn after_removal(&mut self, channel: &[u8], node: &Node, disconnected: bool) -> Removed {
-        let Some(user) = self.user_of(channel).filter(|u| self.is_wanted(u)) else {
-            return Removed::Nothing;
-        };
-        let slot = slot(channel);
-        if self.fully_confirmed(&user) {
+    fn after_removal(&mut self, user: &UserId, node: &Node, disconnected: bool) -> Removed {
+        if !self.is_wanted(user) || self.fully_confirmed(user) {
             return Removed::Nothing;
         }
-        let lost = self.live.remove(&user);
+        let slot = self.slot_of(user);
+        let lost = self.pending.insert(user.clone());
         if lost {
-            self.pending.insert(user.clone());
             let loss = Loss {
                 node: node.clone(),
                 disconnected,
             };
-            self.lost.insert(user, loss);
+            self.lost.insert(user.clone(), loss);
         }
         Removed::Resubscribe { slot, lost }
     }
 
     fn fully_confirmed(&self, user: &UserId) -> bool {
-        self.channels(user)
-            .iter()
-            .all(|channel| self.confirmed.get(channel).is_some_and(|n| !n.is_empty()))
+        let Some(confirmed) = self.confirmed.get(user) else {
+            return false;
+        };
+        self.kinds()
+            .all(|durable| !confirmed.nodes(durable).is_empty())
     }
 }
 
@@ -422,7 +475,7 @@ mod tests {
     ) -> Vec<Confirmed> {
         ops.iter()
             .filter(|(_, op)| op.subscribe)
-            .map(|(n, op)| subs.on_subscribed(n, op.channel.clone(), Some(topo)))
+            .map(|(n, op)| subs.on_subscribed(n, &op.channel, Some(topo)))
             .collect()
     }
 
@@ -438,9 +491,9 @@ mod tests {
         assert!(ops
             .iter()
             .all(|(n, op)| *n == owner && op.subscribe && op.slot == slot));
-        let first = subs.on_subscribed(&owner, ops[0].1.channel.clone(), Some(&topo));
+        let first = subs.on_subscribed(&owner, &ops[0].1.channel, Some(&topo));
         assert_eq!(first, Confirmed::Nothing, "one of two channels");
-        let second = subs.on_subscribed(&owner, ops[1].1.channel.clone(), Some(&topo));
+        let second = subs.on_subscribed(&owner, &ops[1].1.channel, Some(&topo));
         assert_eq!(second, Confirmed::Live(alice.clone(), None));
         assert!(subs.plan(slot, &owner).is_empty(), "nothing left to do");
         assert_eq!(subs.channels_on(&owner), 2);
@@ -453,7 +506,11 @@ mod tests {
         for id in ["{x}y", "a}b", "}", "{", "{}"] {
             let user = UserId::new(id);
             for channel in subs.channels(&user) {
-                assert_eq!(subs.user_of(&channel), Some(user.clone()), "{id}");
+                assert_eq!(
+                    subs.user_of(&channel).map(|(u, _)| u),
+                    Some(user.clone()),
+                    "{id}"
+                );
                 assert_eq!(slot(&channel), subs.slot_of(&user), "{id}");
             }
         }
@@ -530,7 +587,7 @@ mod tests {
         let stale = node("h:9");
         let channel = subs.channels(&carol).remove(0);
         // Subscribed on a node that no longer serves the slot (e.g. a demoted primary).
-        subs.on_subscribed(&stale, channel.clone(), Some(&topo));
+        subs.on_subscribed(&stale, &channel, Some(&topo));
         let ops = subs.plan(slot, &owner);
         assert_eq!(
             ops,
@@ -544,7 +601,7 @@ mod tests {
             )],
             "the stale subscription stays until the owner has it"
         );
-        subs.on_subscribed(&owner, channel.clone(), Some(&topo));
+        subs.on_subscribed(&owner, &channel, Some(&topo));
         let ops = subs.plan(slot, &owner);
         assert_eq!(
             ops,

@@ -18,6 +18,8 @@ const NONE: u16 = u16::MAX;
 pub(crate) struct Topology {
     /// Primaries, indexed by the slot table.
     primaries: Vec<Node>,
+    /// How many slots each of `primaries` serves.
+    counts: Vec<usize>,
     /// For each slot, the index of its primary in `primaries`, or [`NONE`].
     owners: Vec<u16>,
 }
@@ -32,6 +34,7 @@ impl Topology {
         };
         let mut topology = Topology {
             primaries: Vec::new(),
+            counts: Vec::new(),
             owners: vec![NONE; usize::from(SLOTS)],
         };
         for range in ranges {
@@ -48,6 +51,7 @@ impl Topology {
                 topology.owners[slot as usize] = index;
             }
         }
+        topology.count();
         (!topology.primaries.is_empty()).then_some(topology)
     }
 
@@ -64,6 +68,17 @@ impl Topology {
             self.owners.get_mut(usize::from(slot)),
         ) {
             *owner = index;
+            self.count();
+        }
+    }
+
+    /// Counts each primary's slots.
+    fn count(&mut self) {
+        self.counts = vec![0; self.primaries.len()];
+        for &owner in &self.owners {
+            if let Some(count) = self.counts.get_mut(usize::from(owner)) {
+                *count += 1;
+            }
         }
     }
 
@@ -74,14 +89,12 @@ impl Topology {
 
     /// How many slots `node` serves.
     pub(crate) fn slot_count(&self, node: &str) -> usize {
-        match self.primaries.iter().position(|p| &**p == node) {
-            Some(index) => self
-                .owners
-                .iter()
-                .filter(|&&o| usize::from(o) == index)
-                .count(),
-            None => 0,
-        }
+        self.primaries
+            .iter()
+            .position(|p| &**p == node)
+            .and_then(|index| self.counts.get(index))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Every node that serves at least one slot, in address order.
