@@ -153,7 +153,14 @@ async fn relays_to_users_on_every_primary() {
     let cluster = RedisCluster::start().await;
     let server = server_on(&cluster, false).await;
 
-    let nodes = cluster_nodes(&server).await;
+    let nodes = wait_for(DEADLINE, "every primary's link up in /healthz", || async {
+        let health = server.get("/healthz").await.json();
+        (health["broker"]["cluster"]["degraded"] == false).then_some(health)
+    })
+    .await["broker"]["cluster"]["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(nodes.len(), 3, "three primaries: {nodes:?}");
     let slots: u64 = nodes.iter().map(|n| n["slots"].as_u64().unwrap_or(0)).sum();
     assert_eq!(slots, 16384, "every slot served: {nodes:?}");
@@ -377,9 +384,10 @@ async fn publish_durable_retrying(server: &Server, user: &str, data: Value) -> u
     }
 }
 
-/// `kill -9` of the primary serving a user: once its replica has taken over, the same socket
-/// receives again, without being closed; the broker reports the node down meanwhile and up
-/// again after.
+/// `kill -9` of the primary serving a user: `/healthz` shows that node down and the cluster
+/// degraded at once (the broker stays up and the node ready: other shards' users are served);
+/// once its replica has taken over, the same socket receives again, without being closed, and
+/// the dead node is gone from the report.
 #[actix_web::test]
 async fn a_primary_crash_fails_over_and_delivery_resumes() {
     let mut cluster = RedisCluster::start().await;
@@ -391,6 +399,31 @@ async fn a_primary_crash_fails_over_and_delivery_resumes() {
 
     cluster.kill(primary);
     let killed = Instant::now();
+    let dead = format!("127.0.0.1:{primary}");
+    let health = wait_for(
+        DEADLINE,
+        "/healthz to show the dead primary down",
+        || async {
+            let health = server.get("/healthz").await.json();
+            let cluster = &health["broker"]["cluster"];
+            let down = cluster["nodes"].as_array().is_some_and(|nodes| {
+                nodes
+                    .iter()
+                    .any(|n| n["address"] == dead.as_str() && n["state"] == "down")
+            });
+            (down && cluster["degraded"] == true).then_some(health)
+        },
+    )
+    .await;
+    assert_eq!(
+        health["broker"]["state"], "up",
+        "a partial outage keeps the broker up: {health}"
+    );
+    assert_eq!(
+        server.get("/readyz").await.status,
+        200,
+        "and the node ready"
+    );
     let owner = cluster.wait_taken_over(slot_of(&user), primary).await;
     assert_ne!(owner, primary);
     let took_over = killed.elapsed();
@@ -400,9 +433,14 @@ async fn a_primary_crash_fails_over_and_delivery_resumes() {
     );
     spublish_and_receive(&cluster, &user, &mut client, r#"{"after":"crash"}"#).await;
 
-    server.wait_readyz(200, RESUME_DEADLINE).await;
-    let nodes = cluster_nodes(&server).await;
-    let dead = format!("127.0.0.1:{primary}");
+    let nodes = wait_for(RESUME_DEADLINE, "/healthz no longer degraded", || async {
+        let health = server.get("/healthz").await.json();
+        (health["broker"]["cluster"]["degraded"] == false).then_some(health)
+    })
+    .await["broker"]["cluster"]["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(
         nodes.iter().all(|n| n["address"] != dead.as_str()),
         "the dead primary is gone from the broker's nodes once replaced: {nodes:?}"

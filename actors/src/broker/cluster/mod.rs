@@ -31,8 +31,9 @@
 //! every [`SWEEP_EVERY`] plans again every slot that has not settled, so that a lost reply or
 //! confirmation costs a second, never a subscription.
 //!
-//! Health: up while the slot map covers every slot and the link to every primary answers;
-//! [`ClusterNodeHealth`] lists each node for `/healthz`. Messages (`smessage` pushes) are routed
+//! Health: up while the slot map is known and the link to at least one primary answers (a
+//! shard failing over is a partial outage, shown node by node: [`ClusterNodeHealth`] lists each
+//! node for `/healthz`); down when no user could be served. Messages (`smessage` pushes) are routed
 //! like the standalone subscriber's, without waiting on any socket.
 
 mod links;
@@ -694,6 +695,9 @@ impl ClusterSubscriber {
                 }
             })
             .collect();
+        // Down only when no user can be served: one shard failing over (its primary down for
+        // the cluster's failover time) must not turn every replica of the service unready at
+        // once; `/healthz` shows such a partial outage node by node (`degraded`).
         let health = match &self.topology {
             None => BrokerHealth::Down {
                 reason: match &self.topology_error {
@@ -701,19 +705,20 @@ impl ClusterSubscriber {
                     None => "connecting to redis cluster".to_owned(),
                 },
             },
-            Some(topology) if topology.uncovered() > 0 => BrokerHealth::Down {
-                reason: format!("{} hash slots have no primary", topology.uncovered()),
-            },
-            Some(_) => match report.iter().find(|n| n.slots > 0 && n.state != "up") {
-                Some(node) => BrokerHealth::Down {
-                    reason: format!(
-                        "cluster node {} {}",
-                        node.address,
-                        node.reason.as_deref().unwrap_or(node.state)
-                    ),
-                },
-                None => BrokerHealth::Up,
-            },
+            Some(_) if !report.iter().any(|n| n.slots > 0 && n.state == "up") => {
+                let reasons: Vec<String> = report
+                    .iter()
+                    .filter(|n| n.slots > 0)
+                    .map(|n| {
+                        let why = n.reason.as_deref().unwrap_or(n.state);
+                        format!("{} {why}", n.address)
+                    })
+                    .collect();
+                BrokerHealth::Down {
+                    reason: format!("no cluster primary reachable: {}", reasons.join("; ")),
+                }
+            }
+            Some(_) => BrokerHealth::Up,
         };
         let up = health.is_up();
         if up && !self.was_up {

@@ -110,6 +110,7 @@ impl Topology {
     }
 
     /// How many slots no primary serves.
+    #[cfg(test)]
     pub(crate) fn uncovered(&self) -> usize {
         self.owners.iter().filter(|&&o| o == NONE).count()
     }
