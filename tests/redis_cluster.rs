@@ -556,3 +556,37 @@ async fn two_replicas_share_the_cluster() {
     })
     .await;
 }
+
+/// The server's link to a primary is cut (`CLIENT KILL TYPE pubsub` on that primary, as a
+/// network blip would): the link comes back, the user's channels are subscribed again on the
+/// same primary, the same socket receives, and the re-subscription counts as a reconnect.
+#[actix_web::test]
+async fn a_dropped_link_to_a_primary_is_restored_and_resubscribed() {
+    let cluster = RedisCluster::start().await;
+    let server = server_on(&cluster, true).await;
+    let primary = cluster.primaries().await[0];
+    let user = user_on(&cluster, primary, "c").await;
+    let mut client = server.connect(&token(&user)).await;
+    spublish_until_received(&cluster, &user, &mut client, DEADLINE).await;
+
+    let killed = cluster.kill_pubsub_clients(primary).await;
+    assert!(
+        killed >= 1,
+        "the server's pub/sub link to {primary} was cut"
+    );
+    wait_until(
+        DEADLINE,
+        "the re-subscription to count as a reconnect",
+        || async {
+            metric_or_zero(
+                &server,
+                r#"ws_cluster_resubscriptions_total{cause="reconnect"}"#,
+            )
+            .await
+                >= 1.0
+        },
+    )
+    .await;
+    spublish_until_received(&cluster, &user, &mut client, DEADLINE).await;
+    spublish_and_receive(&cluster, &user, &mut client, r#"{"after":"blip"}"#).await;
+}

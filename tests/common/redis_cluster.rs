@@ -278,6 +278,21 @@ impl RedisCluster {
         self.wait_healthy().await;
     }
 
+    /// `CLIENT KILL TYPE pubsub` on the node at `port`: cuts every pub/sub connection to it;
+    /// answers how many.
+    pub async fn kill_pubsub_clients(&self, port: u16) -> i64 {
+        let reply = command(
+            port,
+            redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"),
+        )
+        .await
+        .unwrap_or_else(|| panic!("CLIENT KILL on {port}"));
+        match reply {
+            Value::Int(n) => n,
+            other => panic!("CLIENT KILL on {port}: {other:?}"),
+        }
+    }
+
     /// SIGKILLs the node on `port` (a crash).
     pub fn kill(&mut self, port: u16) {
         let node = self

@@ -104,7 +104,12 @@ enum LinkState {
 struct Link {
     connection: ConnectionManager,
     state: LinkState,
+    /// A PING is in flight.
     probing: bool,
+    /// A PING is scheduled (the link is not up).
+    retry_scheduled: bool,
+    /// Failed PINGs in a row.
+    failures: u32,
 }
 
 /// A cluster subscriber being started (see `RedisStart`).
@@ -253,16 +258,19 @@ impl ClusterSubscriber {
                     connection,
                     state: LinkState::Connecting,
                     probing: false,
+                    retry_scheduled: false,
+                    failures: 0,
                 };
                 self.links.insert(node.clone(), link);
-                self.probe(node.clone(), 0, ctx);
+                self.probe(node.clone(), ctx);
             }
             Err(error) => tracing::warn!(%node, %error, "cannot open a link to a cluster node"),
         }
     }
 
-    /// PINGs `node`'s link; on failure marks it down and tries again after a jittered delay.
-    fn probe(&mut self, node: Node, attempt: u32, ctx: &mut Context<Self>) {
+    /// PINGs `node`'s link: an answer marks it up (and sends what waited for it); a failure
+    /// marks it down (and tries again after a jittered, growing delay).
+    fn probe(&mut self, node: Node, ctx: &mut Context<Self>) {
         let Some(link) = self.links.get_mut(&node) else {
             return;
         };
@@ -284,25 +292,14 @@ impl ClusterSubscriber {
             let was_up = link.state == LinkState::Up;
             match result {
                 Err(error) if is_link_failure(&error) => {
-                    let reason = format!("unreachable: {error}");
-                    this.link_down(&node, &reason, ctx);
-                    let delay = full_jitter(RETRY_BASE, RETRY_CAP, attempt);
-                    ctx.run_later(delay, move |this, ctx| {
-                        if this
-                            .links
-                            .get(&node)
-                            .is_some_and(|l| l.state != LinkState::Up)
-                        {
-                            this.probe(node, attempt + 1, ctx);
-                        }
-                    });
+                    link.failures = link.failures.saturating_add(1);
+                    this.link_down(&node, &format!("unreachable: {error}"), ctx);
                 }
                 // Any answer (even an error reply) means the link works.
                 _ => {
+                    link.failures = 0;
                     if !was_up {
-                        if let Some(link) = this.links.get_mut(&node) {
-                            link.state = LinkState::Up;
-                        }
+                        link.state = LinkState::Up;
                         tracing::info!(%node, "cluster node link up");
                         this.update_health();
                         this.flush(ctx);
@@ -310,6 +307,29 @@ impl ClusterSubscriber {
                 }
             }
         }));
+    }
+
+    /// PINGs `node`'s link again after a jittered delay growing with its failures, unless a
+    /// PING is already in flight or scheduled.
+    fn probe_later(&mut self, node: &Node, ctx: &mut Context<Self>) {
+        let Some(link) = self.links.get_mut(node) else {
+            return;
+        };
+        if link.probing || link.retry_scheduled {
+            return;
+        }
+        link.retry_scheduled = true;
+        let delay = full_jitter(RETRY_BASE, RETRY_CAP, link.failures);
+        let node = node.clone();
+        ctx.run_later(delay, move |this, ctx| {
+            let Some(link) = this.links.get_mut(&node) else {
+                return;
+            };
+            link.retry_scheduled = false;
+            if link.state != LinkState::Up {
+                this.probe(node, ctx);
+            }
+        });
     }
 
     /// `node`'s link failed: everything subscribed there is gone. Reads the slot map again (the
@@ -337,6 +357,7 @@ impl ClusterSubscriber {
         }
         self.update_health();
         self.refresh_topology(None, ctx);
+        self.probe_later(node, ctx);
     }
 
     fn on_pushes(&mut self, pushes: Vec<(Node, PushInfo)>, ctx: &mut Context<Self>) {
@@ -745,15 +766,16 @@ impl ClusterSubscriber {
         });
     }
 
+    /// PINGs every link that is up (a link that is not has its own retries).
     fn health_check(&mut self, ctx: &mut Context<Self>) {
         let up: Vec<Node> = self
             .links
             .iter()
-            .filter(|(_, link)| link.state == LinkState::Up && !link.probing)
+            .filter(|(_, link)| link.state == LinkState::Up)
             .map(|(node, _)| node.clone())
             .collect();
         for node in up {
-            self.probe(node, 0, ctx);
+            self.probe(node, ctx);
         }
     }
 
