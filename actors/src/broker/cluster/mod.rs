@@ -388,11 +388,13 @@ impl ClusterSubscriber {
                     let Some(channel) = first_channel(push.data) else {
                         continue;
                     };
-                    if let Removed::Resubscribe { slot, lost } =
+                    // A wanted channel no longer subscribed anywhere: the node dropped it by
+                    // itself (its slot moved, or it was demoted), so the slot map is stale.
+                    if let Removed::Resubscribe { slot, .. } =
                         self.subs.on_unsubscribed(&node, &channel)
                     {
                         self.dirty.insert(slot);
-                        if lost && refresh_from.is_none() {
+                        if refresh_from.is_none() {
                             tracing::info!(%node, "cluster node dropped our subscriptions (slot moved or failover)");
                             refresh_from = Some(node);
                         }
@@ -533,12 +535,14 @@ impl ClusterSubscriber {
                 moved_slots_in_use = changed.len(),
                 "cluster slot map read"
             );
+            // A new map: the next wait (if any) starts short again. An unchanged one while
+            // slots wait for a primary (a crash not yet failed over) lets the reads slow down.
+            self.refresh_attempt = 0;
         }
         self.dirty.extend(changed);
         let primaries = topology.primaries();
         self.topology = Some(topology);
         self.topology_error = None;
-        self.refresh_attempt = 0;
         for node in &primaries {
             self.ensure_link(node, ctx);
         }
