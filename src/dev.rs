@@ -29,6 +29,7 @@ pub fn prepare(settings: &mut Settings) {
         settings.console.admin_key = random_hex();
     }
     settings.redis.url.clear();
+    settings.redis.cluster_nodes.clear();
     settings.telemetry.log_format = LogFormat::Pretty;
 }
 

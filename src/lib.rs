@@ -131,7 +131,7 @@ fn start_broker(
     };
     let relay = &metrics.relay;
     let history = history_config(settings);
-    if settings.redis.url.is_empty() {
+    let Some(target) = settings.redis.target() else {
         let directory = Directory::start(&handles, hubs, None, relay.clone());
         let history = history.map(|config| {
             let store = MemoryHistory::new(config, Box::new(directory.clone()));
@@ -142,13 +142,18 @@ fn start_broker(
             directory,
             history,
         });
-    }
+    };
+    let setting = if target.is_cluster() {
+        "invalid setting redis.cluster_nodes"
+    } else {
+        "invalid setting redis.url"
+    };
     let config = RedisConfig {
-        url: settings.redis.url.clone(),
+        target,
         channel_prefix: settings.redis.channel_prefix.clone(),
         durable: settings.history.enabled(),
     };
-    let redis = Broker::redis(config).context("invalid setting redis.url")?;
+    let redis = Broker::redis(config).context(setting)?;
     let history = history.map(|config| {
         let prefix = settings.redis.channel_prefix.clone();
         let store = RedisHistory::new(redis.publisher_connection(), prefix, &config);

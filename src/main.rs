@@ -132,7 +132,12 @@ fn main() -> ExitCode {
         }
     };
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, broker = if settings.redis.url.is_empty() { "memory" } else { "redis" }, "listening");
+        let broker = match settings.redis.target() {
+            None => "memory",
+            Some(target) if target.is_cluster() => "redis-cluster",
+            Some(_) => "redis",
+        };
+        tracing::info!(%addr, broker, "listening");
         if args.dev {
             dev::print_banner(&settings, addr);
         }

@@ -49,6 +49,9 @@ pub struct RelayCounters {
     pub broker_reconnects: IntCounter,
     /// Broker channels this node is subscribed to.
     pub subscribed_channels: IntGauge,
+    /// Redis Cluster: users whose subscription was made again, by cause (`slot_moved`,
+    /// `failover`, `reconnect`).
+    pub cluster_resubscriptions: IntCounterVec,
     /// From the payload's `ts` to the fan-out to sockets.
     pub publish_latency: Histogram,
     /// Durable publish requests, by source (`api`, `ingest`, `console`) and outcome (`ok`,
@@ -134,6 +137,13 @@ impl RelayMetrics {
                 "ws_subscribed_channels",
                 "Broker channels this node is subscribed to",
             )?,
+            cluster_resubscriptions: IntCounterVec::new(
+                Opts::new(
+                    "ws_cluster_resubscriptions_total",
+                    "Redis Cluster: users re-subscribed after losing their subscription, by cause",
+                ),
+                &["cause"],
+            )?,
             publish_latency: Histogram::with_opts(
                 HistogramOpts::new(
                     "ws_publish_to_send_seconds",
@@ -204,6 +214,7 @@ impl RelayCounters {
         registry.register(Box::new(self.broker_connected.clone()))?;
         registry.register(Box::new(self.broker_reconnects.clone()))?;
         registry.register(Box::new(self.subscribed_channels.clone()))?;
+        registry.register(Box::new(self.cluster_resubscriptions.clone()))?;
         registry.register(Box::new(self.publish_latency.clone()))?;
         registry.register(Box::new(self.durable_publishes.clone()))?;
         registry.register(Box::new(self.history_appends.clone()))?;

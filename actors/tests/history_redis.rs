@@ -600,7 +600,7 @@ fn read_epoch() -> ws_actors::history::Epoch {
 async fn the_library_source_loads_as_is_for_direct_fcall() {
     let redis = RedisServer::start().await;
     let mut conn = redis.conn().await;
-    let source = library_source(&config(3, Duration::from_secs(60)));
+    let source = library_source(&config(3, Duration::from_secs(60)), false);
     let name: String = redis::cmd("FUNCTION")
         .arg("LOAD")
         .arg(source)

@@ -1,12 +1,16 @@
 //! Publishing through Redis: one multiplexed connection, `PUBLISH` commands sent in pipelines,
 //! messages numbered round robin over the users so that every worker can tell, from the total
-//! alone, what each of its sockets should have received.
+//! alone, what each of its sockets should have received. With `--redis-cluster`, [`Conn`]
+//! publishes with `SPUBLISH` instead, one pipeline per primary (each command names one channel,
+//! so a pipeline may mix slots as long as its node serves them all).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{anyhow, Context as _};
+use futures_util::future::try_join_all;
 use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
+use redis::{AsyncConnectionConfig, Value};
 
 use crate::payload;
 use crate::util::now_us;
@@ -110,4 +114,195 @@ pub async fn publish_each(
         .filter(|(_, r)| *r == 0)
         .map(|(&(user, _), _)| user)
         .collect())
+}
+
+/// Where the run publishes: one Redis (`PUBLISH`) or a cluster (`SPUBLISH` per primary).
+#[derive(Clone)]
+pub enum Conn {
+    /// One Redis.
+    Single(MultiplexedConnection),
+    /// Redis Cluster.
+    Cluster(Arc<ClusterConns>),
+}
+
+/// A connection per primary of a cluster and who serves each slot (read once: the cluster must
+/// not change during a run).
+pub struct ClusterConns {
+    owners: Vec<usize>,
+    nodes: Vec<MultiplexedConnection>,
+}
+
+/// Connects to the Redis at `url`, or with `cluster` to the cluster `url` is a node of.
+pub async fn connect_any(url: &str, cluster: bool) -> anyhow::Result<Conn> {
+    let mut first = connect(url).await?;
+    if !cluster {
+        return Ok(Conn::Single(first));
+    }
+    let slots: Value = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut first)
+        .await
+        .context("CLUSTER SLOTS")?;
+    let Value::Array(ranges) = slots else {
+        return Err(anyhow!("CLUSTER SLOTS: {slots:?}"));
+    };
+    let mut names: Vec<String> = Vec::new();
+    let mut owners = vec![usize::MAX; 16384];
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            continue;
+        };
+        let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(node))) =
+            (fields.first(), fields.get(1), fields.get(2))
+        else {
+            continue;
+        };
+        let (Some(Value::BulkString(host)), Some(Value::Int(port))) = (node.first(), node.get(1))
+        else {
+            continue;
+        };
+        let name = format!("redis://{}:{port}", String::from_utf8_lossy(host));
+        let index = match names.iter().position(|n| *n == name) {
+            Some(index) => index,
+            None => {
+                names.push(name);
+                names.len() - 1
+            }
+        };
+        for slot in *start..=*end {
+            if let Some(owner) = owners.get_mut(slot as usize) {
+                *owner = index;
+            }
+        }
+    }
+    if owners.contains(&usize::MAX) {
+        return Err(anyhow!("the cluster does not serve every slot"));
+    }
+    let mut nodes = Vec::with_capacity(names.len());
+    for name in &names {
+        nodes.push(connect(name).await?);
+    }
+    Ok(Conn::Cluster(Arc::new(ClusterConns { owners, nodes })))
+}
+
+/// Redis Cluster's hash slot of `key`.
+fn slot(key: &[u8]) -> usize {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(key);
+    let mut crc: u16 = 0;
+    for &byte in hashed {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    usize::from(crc % 16384)
+}
+
+impl ClusterConns {
+    /// SPUBLISHes `(channel, body)` pairs, one pipeline per primary, all at once; answers each
+    /// one's receiver count in order.
+    async fn spublish(&self, messages: Vec<(String, Vec<u8>)>) -> anyhow::Result<Vec<i64>> {
+        let mut groups: Vec<(Vec<usize>, redis::Pipeline)> = (0..self.nodes.len())
+            .map(|_| (Vec::new(), redis::pipe()))
+            .collect();
+        for (i, (channel, body)) in messages.iter().enumerate() {
+            let node = self.owners[slot(channel.as_bytes())];
+            groups[node].0.push(i);
+            groups[node].1.cmd("SPUBLISH").arg(channel).arg(body);
+        }
+        let runs = groups
+            .iter()
+            .zip(&self.nodes)
+            .filter(|((idx, _), _)| !idx.is_empty())
+            .map(|((_, pipe), conn)| {
+                let mut conn = conn.clone();
+                async move {
+                    pipe.query_async::<Vec<i64>>(&mut conn)
+                        .await
+                        .context("redis SPUBLISH pipeline")
+                }
+            });
+        let results = try_join_all(runs).await?;
+        let mut replies = vec![0i64; messages.len()];
+        let used = groups.iter().filter(|(idx, _)| !idx.is_empty());
+        for ((idx, _), values) in used.zip(results) {
+            for (&i, value) in idx.iter().zip(values) {
+                replies[i] = value;
+            }
+        }
+        Ok(replies)
+    }
+}
+
+impl Conn {
+    /// [`publish_range`] on either kind of Redis.
+    pub async fn publish_range(
+        &mut self,
+        channels: &Channels,
+        users: u64,
+        first: u64,
+        count: u64,
+        size: usize,
+    ) -> anyhow::Result<Sent> {
+        match self {
+            Conn::Single(conn) => publish_range(conn, channels, users, first, count, size).await,
+            Conn::Cluster(cluster) => {
+                let ts = now_us();
+                let messages = (first..first + count)
+                    .map(|i| {
+                        let mut body = Vec::with_capacity(size + 32);
+                        payload::build(i / users.max(1), ts, size, &mut body);
+                        (channels.of(i % users.max(1)), body)
+                    })
+                    .collect();
+                let replies = cluster.spublish(messages).await?;
+                Ok(Sent {
+                    messages: count,
+                    to_nobody: replies.iter().filter(|&&r| r == 0).count() as u64,
+                })
+            }
+        }
+    }
+
+    /// [`publish_each`] on either kind of Redis.
+    pub async fn publish_each(
+        &mut self,
+        channels: &Channels,
+        messages: &[(u64, u64)],
+        size: usize,
+    ) -> anyhow::Result<Vec<u64>> {
+        match self {
+            Conn::Single(conn) => publish_each(conn, channels, messages, size).await,
+            Conn::Cluster(cluster) => {
+                let ts = now_us();
+                let batch = messages
+                    .iter()
+                    .map(|&(user, seq)| {
+                        let mut body = Vec::with_capacity(size + 32);
+                        payload::build(seq, ts, size, &mut body);
+                        (channels.of(user), body)
+                    })
+                    .collect();
+                let replies = cluster.spublish(batch).await?;
+                Ok(messages
+                    .iter()
+                    .zip(replies)
+                    .filter(|(_, r)| *r == 0)
+                    .map(|(&(user, _), _)| user)
+                    .collect())
+            }
+        }
+    }
 }

@@ -1,6 +1,8 @@
-//! `[redis]`: the broker's Redis (empty: the in-process broker) and the channel prefix.
+//! `[redis]`: the broker's Redis (a standalone `url`, or Redis Cluster's `cluster_nodes`; neither:
+//! the in-process broker) and the channel prefix.
 
 use serde::Deserialize;
+use ws_actors::broker::RedisTarget;
 
 use super::de::string_list;
 use super::SettingsError;
@@ -56,6 +58,18 @@ impl RedisSettings {
     /// Whether any Redis is configured (a URL or cluster nodes).
     pub fn configured(&self) -> bool {
         !self.url.is_empty() || !self.cluster_nodes.is_empty()
+    }
+
+    /// The Redis the server uses: the cluster when `cluster_nodes` is set (then `url` is
+    /// unused), else the standalone `url`; `None` for the in-process broker.
+    pub fn target(&self) -> Option<RedisTarget> {
+        if !self.cluster_nodes.is_empty() {
+            Some(RedisTarget::Cluster(self.cluster_nodes.clone()))
+        } else if !self.url.is_empty() {
+            Some(RedisTarget::Single(self.url.clone()))
+        } else {
+            None
+        }
     }
 }
 

@@ -15,10 +15,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError};
+use redis::RedisError;
 use serde::{Deserialize, Serialize};
 use ws_actors::broker::keys::UserKeys;
+use ws_actors::broker::{BrokerError, ConnOptions, RedisConn, RedisTarget};
 use ws_actors::UserId;
 
 use super::stats::MinuteCounts;
@@ -89,24 +89,25 @@ fn legacy() -> String {
     "legacy".to_owned()
 }
 
-/// The console's Redis connection (lazy: Redis may be down now; commands then fail fast).
+/// The console's Redis connection (lazy: Redis may be down now; commands then fail fast). On
+/// Redis Cluster every heartbeat key shares the `{ws-console}` slot and a user's leases share
+/// the user's slot, so each command and pipeline below stays within one slot.
 #[derive(Clone)]
 pub struct ClusterStore {
-    connection: ConnectionManager,
+    connection: RedisConn,
     prefix: String,
 }
 
 impl ClusterStore {
-    /// A store on the Redis at `url`, for users whose channels start with `prefix`. Fails only
-    /// on a bad URL. Must be called inside a Tokio runtime.
-    pub fn new(url: &str, prefix: &str) -> Result<Self, RedisError> {
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT));
-        let connection = ConnectionManager::new_lazy_with_config(Client::open(url)?, config)?;
+    /// A store on the server's Redis (standalone or cluster), for users whose channels start
+    /// with `prefix`. Fails only on a bad URL. Must be called inside a Tokio runtime.
+    pub fn new(target: &RedisTarget, prefix: &str) -> Result<Self, BrokerError> {
+        let options = ConnOptions {
+            timeout: COMMAND_TIMEOUT,
+            retries: 1,
+        };
         Ok(Self {
-            connection,
+            connection: target.connect(options)?,
             prefix: prefix.to_owned(),
         })
     }

@@ -155,15 +155,13 @@ pub fn start(
     if !settings.console.enabled {
         return Ok(None);
     }
-    let cluster = if settings.redis.url.is_empty() {
-        if !settings.redis.cluster_nodes.is_empty() {
-            tracing::warn!("console: Redis Cluster heartbeats are not read yet; the console shows this node only");
+    let cluster = match settings.redis.target() {
+        None => None,
+        Some(target) => {
+            let store = ClusterStore::new(&target, &settings.redis.channel_prefix)
+                .context("invalid setting redis.url or redis.cluster_nodes")?;
+            Some(store)
         }
-        None
-    } else {
-        let store = ClusterStore::new(&settings.redis.url, &settings.redis.channel_prefix)
-            .context("invalid setting redis.url")?;
-        Some(store)
     };
     let demo = settings
         .console

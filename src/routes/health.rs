@@ -28,13 +28,24 @@ fn ingest_json(ingest: &IngestStatus) -> serde_json::Value {
     }
 }
 
+/// The broker's state; on Redis Cluster also `cluster.nodes` (each node's address, slots,
+/// link state — `up`, `down` with a reason, `connecting` — and the channels subscribed there)
+/// and `cluster.degraded`: some slots have no primary or a primary's link is not up (the users
+/// of those slots receive nothing until it is; the broker stays up while any primary is).
 fn broker_json(state: &AppState) -> serde_json::Value {
-    match state.broker.health() {
+    let mut json = match state.broker.health() {
         BrokerHealth::Up => json!({"kind": state.broker.kind(), "state": "up"}),
         BrokerHealth::Down { reason } => {
             json!({"kind": state.broker.kind(), "state": "down", "reason": reason})
         }
+    };
+    if let Some(nodes) = state.broker.cluster_nodes() {
+        let served: usize = nodes.iter().map(|n| n.slots).sum();
+        let degraded = served < usize::from(ws_actors::broker::keys::SLOTS)
+            || nodes.iter().any(|n| n.slots > 0 && n.state != "up");
+        json["cluster"] = json!({ "nodes": nodes, "degraded": degraded });
     }
+    json
 }
 
 /// The lease store: up or down (connects fail open), the leases held, what the quota counts.

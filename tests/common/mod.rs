@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - `redis` — [`RedisServer`], the channel `ws:{user}`.
+//! - `redis_cluster` — [`RedisCluster`]: six nodes, three primaries, failovers, slot moves.
 //! - `settings` — [`TestSettings`]: the settings file, one generic `set("section.key", value)`.
 //! - `server` — [`Server`]: in-process or a process; HTTP helpers.
 //! - `http` — [`HttpReply`] and the error JSON of the contract.
@@ -19,6 +20,7 @@
 
 mod http;
 mod redis;
+mod redis_cluster;
 mod server;
 mod settings;
 mod sockets;
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 
 pub use self::http::HttpReply;
 pub use self::redis::{channel, redis_url, RedisServer};
+pub use self::redis_cluster::{RedisCluster, CLUSTER_DEADLINE};
 pub use self::server::Server;
 pub use self::settings::TestSettings;
 pub use self::sockets::{

@@ -1,9 +1,14 @@
 //! The broker abstraction: where messages for users come from and where the publish API sends
 //! them. The same directory and hubs are fed either by the in-process broker (a single node,
-//! zero setup) or by Redis pub/sub (any number of replicas). A [`Broker`] is the handle the
-//! server holds: a publisher and the broker's health. The broker knows the directory it feeds
-//! only as a [`RouteSink`]; the server starts the directory and hands it over.
+//! zero setup) or by Redis pub/sub (any number of replicas), on a standalone Redis (`redis`) or
+//! on Redis Cluster with sharded pub/sub (`cluster`). A [`Broker`] is the handle the server
+//! holds: a publisher and the broker's health. The broker knows the directory it feeds only as a
+//! [`RouteSink`]; the server starts the directory and hands it over. [`conn`] is the one
+//! command connection type every Redis user of the server shares ([`RedisConn`]: standalone or
+//! cluster).
 
+mod cluster;
+pub mod conn;
 pub mod durable;
 pub mod keys;
 mod memory;
@@ -16,6 +21,8 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
+pub use self::cluster::ClusterNodeHealth;
+pub use self::conn::{ConnOptions, RedisConn, RedisTarget};
 pub use self::memory::MemoryPublisher;
 pub use self::redis::{RedisConfig, RedisPublisher, RedisStart, RedisSubscriber};
 pub use self::route::{channel_name, Interest, RouteSink, RouteUser};
@@ -75,6 +82,8 @@ pub struct Broker {
     kind: &'static str,
     publisher: Arc<dyn Publish>,
     health: watch::Receiver<BrokerHealth>,
+    /// On Redis Cluster: each node's state.
+    cluster: Option<watch::Receiver<Vec<ClusterNodeHealth>>>,
 }
 
 impl Broker {
@@ -86,6 +95,7 @@ impl Broker {
             kind: "memory",
             publisher: Arc::new(MemoryPublisher::new(directory)),
             health,
+            cluster: None,
         }
     }
 
@@ -104,6 +114,11 @@ impl Broker {
     /// The broker's health now.
     pub fn health(&self) -> BrokerHealth {
         self.health.borrow().clone()
+    }
+
+    /// On Redis Cluster, the state of the subscriber's link to each node; `None` otherwise.
+    pub fn cluster_nodes(&self) -> Option<Vec<ClusterNodeHealth>> {
+        self.cluster.as_ref().map(|nodes| nodes.borrow().clone())
     }
 
     /// Publishes `payload` to each of `users` (on whichever node holds their sockets).

@@ -1,10 +1,13 @@
-//! The Redis broker. [`RedisSubscriber`] owns this process's one pub/sub connection (a RESP3
-//! connection manager with a push channel): it SUBSCRIBEs and UNSUBSCRIBEs as hubs come and go,
-//! batching the changes, hands each message to the directory without waiting on any socket, and
-//! after a disconnect reconnects with capped exponential backoff and full jitter, then
-//! re-subscribes every channel that still has a local session in a few large batches.
-//! [`RedisPublisher`] publishes on a second connection. Plain pub/sub: a message published
-//! while this node is disconnected is lost.
+//! The Redis broker on a standalone Redis, and the pieces both modes share. [`RedisSubscriber`]
+//! owns this process's one pub/sub connection (a RESP3 connection manager with a push channel):
+//! it SUBSCRIBEs and UNSUBSCRIBEs as hubs come and go, batching the changes, hands each message
+//! to the directory without waiting on any socket, and after a disconnect reconnects with capped
+//! exponential backoff and full jitter, then re-subscribes every channel that still has a local
+//! session in a few large batches. On Redis Cluster the subscriber is `cluster`'s
+//! `ClusterSubscriber` (sharded pub/sub) instead; [`RedisStart`] starts whichever the target
+//! asks for. [`RedisPublisher`] publishes on a command connection of its own (`PUBLISH`, or
+//! `SPUBLISH` on a cluster). Plain pub/sub: a message published while this node is disconnected
+//! is lost.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,6 +21,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, watch};
 
+use super::cluster::{ClusterNodeHealth, ClusterStart};
+use super::conn::{ConnOptions, RedisConn, RedisTarget};
 use super::durable::parse_durable;
 use super::keys::UserKeys;
 use super::{
@@ -44,18 +49,17 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 /// Where Redis is and how channels are named.
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
-    /// `redis://…` or `rediss://…`.
-    pub url: String,
+    /// A standalone Redis (`redis://…` or `rediss://…`), or a cluster's seed nodes.
+    pub target: RedisTarget,
     /// Prepended to the user id: `ws:` gives `ws:{user_id}`.
     pub channel_prefix: String,
     /// Whether history is on: each user's durable channel is subscribed beside the plain one.
     pub durable: bool,
 }
 
-fn client(config: &RedisConfig) -> Result<Client, BrokerError> {
-    let info = config
-        .url
-        .as_str()
+/// A RESP3 client for the standalone Redis at `url` (pushes need RESP3).
+fn client(url: &str) -> Result<Client, BrokerError> {
+    let info = url
         .into_connection_info()
         .map_err(BrokerError::InvalidUrl)?;
     let settings = info
@@ -101,71 +105,125 @@ pub struct RedisSubscriber {
 pub struct RedisStart {
     prefix: String,
     durable: bool,
-    connection: ConnectionManager,
     publisher: RedisPublisher,
-    context: Context<RedisSubscriber>,
+    subscriber: Subscriber,
     health: watch::Sender<BrokerHealth>,
     health_rx: watch::Receiver<BrokerHealth>,
+}
+
+/// The subscriber of either mode, not yet running.
+enum Subscriber {
+    /// One pub/sub connection to a standalone Redis.
+    Single {
+        connection: ConnectionManager,
+        context: Context<RedisSubscriber>,
+    },
+    /// Sharded pub/sub on Redis Cluster, with each node's health.
+    Cluster {
+        start: Box<ClusterStart>,
+        nodes: watch::Receiver<Vec<ClusterNodeHealth>>,
+    },
 }
 
 impl RedisStart {
     /// Opens the (lazy) connections and the subscriber's mailbox; fails only on a bad URL.
     pub(super) fn new(config: RedisConfig) -> Result<Self, BrokerError> {
-        let (push_tx, push_rx) = mpsc::unbounded_channel::<PushInfo>();
-        let connection = ConnectionManager::new_lazy_with_config(
-            client(&config)?,
-            manager_config().set_push_sender(push_tx),
-        )?;
+        let subscriber = match &config.target {
+            RedisTarget::Single(url) => {
+                let (push_tx, push_rx) = mpsc::unbounded_channel::<PushInfo>();
+                let connection = ConnectionManager::new_lazy_with_config(
+                    client(url)?,
+                    manager_config().set_push_sender(push_tx),
+                )?;
+                let mut context = Context::<RedisSubscriber>::new();
+                context.add_stream(pushes(push_rx));
+                Subscriber::Single {
+                    connection,
+                    context,
+                }
+            }
+            RedisTarget::Cluster(seeds) => {
+                let (start, nodes) = ClusterStart::new(seeds)?;
+                Subscriber::Cluster {
+                    start: Box::new(start),
+                    nodes,
+                }
+            }
+        };
+        let reason = if config.target.is_cluster() {
+            "connecting to redis cluster"
+        } else {
+            "connecting to redis"
+        };
         let (health, health_rx) = watch::channel(BrokerHealth::Down {
-            reason: "connecting to redis".into(),
+            reason: reason.into(),
         });
-        let mut context = Context::<RedisSubscriber>::new();
-        context.add_stream(pushes(push_rx));
         Ok(Self {
             publisher: RedisPublisher::new(&config)?,
             prefix: config.channel_prefix,
             durable: config.durable,
-            connection,
-            context,
+            subscriber,
             health,
             health_rx,
         })
     }
 
-    /// The publisher's connection (the users' histories use it too, so a durable publish
-    /// queues behind no subscription traffic).
-    pub fn publisher_connection(&self) -> ConnectionManager {
+    /// The publisher's command connection (the users' histories use it too, so a durable
+    /// publish queues behind no subscription traffic).
+    pub fn publisher_connection(&self) -> RedisConn {
         self.publisher.connection.clone()
     }
 
     /// Where the directory reports which channels this node wants.
     pub fn interest(&self) -> Recipient<Interest> {
-        self.context.address().recipient()
+        match &self.subscriber {
+            Subscriber::Single { context, .. } => context.address().recipient(),
+            Subscriber::Cluster { start, .. } => start.interest(),
+        }
     }
 
     /// Starts the subscriber on the current arbiter, feeding `directory`, and returns the
     /// broker handle (with a publisher on its own connection).
     pub fn start(self, directory: impl RouteSink + 'static, metrics: &RelayMetrics) -> Broker {
-        let subscriber = RedisSubscriber {
-            connection: self.connection,
-            prefix: self.prefix,
-            directory: Box::new(directory),
-            metrics: metrics.clone(),
-            health: self.health,
-            wanted: HashSet::new(),
-            dirty: HashSet::new(),
-            resubscribing: HashSet::new(),
-            durable: self.durable,
-            connected: false,
-            ever_connected: false,
-            flushing: false,
-            probing: false,
+        let cluster = match self.subscriber {
+            Subscriber::Single {
+                connection,
+                context,
+            } => {
+                let subscriber = RedisSubscriber {
+                    connection,
+                    prefix: self.prefix,
+                    directory: Box::new(directory),
+                    metrics: metrics.clone(),
+                    health: self.health,
+                    wanted: HashSet::new(),
+                    dirty: HashSet::new(),
+                    resubscribing: HashSet::new(),
+                    durable: self.durable,
+                    connected: false,
+                    ever_connected: false,
+                    flushing: false,
+                    probing: false,
+                };
+                context.run(subscriber);
+                None
+            }
+            Subscriber::Cluster { start, nodes } => {
+                start.start(
+                    Box::new(directory),
+                    metrics,
+                    self.health,
+                    self.prefix,
+                    self.durable,
+                );
+                Some(nodes)
+            }
         };
-        self.context.run(subscriber);
         Broker {
             kind: "redis",
             publisher: Arc::new(self.publisher),
             health: self.health_rx,
+            cluster,
         }
     }
 }
@@ -191,7 +249,7 @@ impl RedisSubscriber {
         let mut routes = Vec::with_capacity(pushes.len());
         for push in pushes {
             match push.kind {
-                PushKind::Message => routes.extend(self.message(push.data)),
+                PushKind::Message => routes.extend(route_message(&self.prefix, push.data)),
                 PushKind::Disconnection => {
                     self.directory.route_all(std::mem::take(&mut routes));
                     self.on_disconnected(ctx, "redis connection lost");
@@ -200,28 +258,6 @@ impl RedisSubscriber {
             }
         }
         self.directory.route_all(routes);
-    }
-
-    /// The user and message of a `message` push on one of our channels (plain, or durable:
-    /// `<epoch>:<offset>:<payload>`); the channel name and body are taken over as they are,
-    /// without a copy.
-    fn message(&self, data: Vec<Value>) -> Option<(RouteUser, Published)> {
-        let mut fields = data.into_iter();
-        let (Some(Value::BulkString(channel)), Some(Value::BulkString(body))) =
-            (fields.next(), fields.next())
-        else {
-            return None;
-        };
-        if channel.first() == Some(&b'{') {
-            let user = RouteUser::from_durable_channel(channel, &self.prefix)?;
-            let (position, payload) = parse_durable(Bytes::from(body))?;
-            return Some((
-                user,
-                Published::durable(Payload::from_bytes(payload), position),
-            ));
-        }
-        let user = RouteUser::from_channel(channel, &self.prefix)?;
-        Some((user, Payload::from_bytes(Bytes::from(body)).into()))
     }
 
     fn set_health(&mut self, health: BrokerHealth) {
@@ -357,6 +393,28 @@ impl RedisSubscriber {
     }
 }
 
+/// The user and message of a `message` (or sharded `smessage`) push on one of our channels
+/// (plain, or durable: `<epoch>:<offset>:<payload>`); the channel name and body are taken over
+/// as they are, without a copy.
+pub(super) fn route_message(prefix: &str, data: Vec<Value>) -> Option<(RouteUser, Published)> {
+    let mut fields = data.into_iter();
+    let (Some(Value::BulkString(channel)), Some(Value::BulkString(body))) =
+        (fields.next(), fields.next())
+    else {
+        return None;
+    };
+    if channel.first() == Some(&b'{') {
+        let user = RouteUser::from_durable_channel(channel, prefix)?;
+        let (position, payload) = parse_durable(Bytes::from(body))?;
+        return Some((
+            user,
+            Published::durable(Payload::from_bytes(payload), position),
+        ));
+    }
+    let user = RouteUser::from_channel(channel, prefix)?;
+    Some((user, Payload::from_bytes(Bytes::from(body)).into()))
+}
+
 /// One round of SUBSCRIBE and UNSUBSCRIBE commands.
 struct SubscriptionBatch {
     subscribe: Vec<Vec<u8>>,
@@ -408,19 +466,24 @@ impl StreamHandler<Pushes> for RedisSubscriber {
     }
 }
 
-/// Publishes on its own connection, so publishing never queues behind subscription traffic.
+/// Publishes on its own connection, so publishing never queues behind subscription traffic:
+/// `PUBLISH`, or `SPUBLISH` on Redis Cluster (one pipeline per hash slot there).
 pub struct RedisPublisher {
-    connection: ConnectionManager,
+    connection: RedisConn,
+    command: &'static str,
     prefix: String,
 }
 
 impl RedisPublisher {
     /// A publisher that connects lazily (Redis may be down now).
     pub fn new(config: &RedisConfig) -> Result<Self, BrokerError> {
-        let connection =
-            ConnectionManager::new_lazy_with_config(client(config)?, manager_config())?;
+        let options = ConnOptions {
+            timeout: COMMAND_TIMEOUT,
+            retries: 1,
+        };
         Ok(Self {
-            connection,
+            connection: config.target.connect(options)?,
+            command: config.target.publish_command(),
             prefix: config.channel_prefix.clone(),
         })
     }
@@ -432,17 +495,23 @@ impl Publish for RedisPublisher {
         users: Vec<UserId>,
         payload: Bytes,
     ) -> BoxFuture<'static, Result<(), BrokerError>> {
-        let mut pipeline = redis::pipe();
-        for user in &users {
-            pipeline
-                .cmd("PUBLISH")
-                .arg(channel_name(&self.prefix, user))
-                .arg(payload.as_ref())
-                .ignore();
-        }
-        let mut connection = self.connection.clone();
+        let commands: Vec<redis::Cmd> = users
+            .iter()
+            .map(|user| {
+                let mut command = redis::cmd(self.command);
+                command
+                    .arg(channel_name(&self.prefix, user))
+                    .arg(payload.as_ref());
+                command
+            })
+            .collect();
+        let connection = self.connection.clone();
         Box::pin(async move {
-            pipeline.query_async::<()>(&mut connection).await?;
+            for reply in connection.run_each(&commands).await? {
+                if let Value::ServerError(error) = reply {
+                    return Err(BrokerError::Redis(error.into()));
+                }
+            }
             Ok(())
         })
     }

@@ -1,11 +1,14 @@
 //! [`History`] on Redis (>= 7.0): a Redis Function library, `ws_history`
 //! (`ws_history.lua`), does every step of a durable publish atomically inside Redis.
 //!
-//! The server templates its settings (history size, ttl in seconds, the publish command) into
-//! the library text ([`library_source`]) and loads it with `FUNCTION LOAD REPLACE` at first use,
-//! and again whenever Redis answers that a function does not exist (Redis restarted empty,
-//! `FUNCTION FLUSH`): then the call is retried once. Every replica sharing a Redis must run with
-//! the same `[history]` settings (the last one to load the library wins).
+//! The server templates its settings (history size, ttl in seconds, the publish command:
+//! `PUBLISH`, or `SPUBLISH` on Redis Cluster) into the library text ([`library_source`]) and
+//! loads it with `FUNCTION LOAD REPLACE` at first use, and again whenever Redis answers that a
+//! function does not exist (Redis restarted empty, `FUNCTION FLUSH`, a new primary that never
+//! had it): then the call is retried once. On Redis Cluster the library is loaded on every
+//! primary (functions replicate to replicas, so a promoted replica has it). Every replica
+//! sharing a Redis must run with the same `[history]` settings (the last one to load the
+//! library wins).
 //!
 //! Backends that talk to Redis directly publish durably with one command; `<channel>` is the
 //! user's plain channel (`ws:alice`), the only key declared:
@@ -37,11 +40,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use redis::aio::ConnectionManager;
 use redis::{Cmd, ServerError, ServerErrorKind, Value};
 
 use super::{Epoch, History, HistoryConfig, HistoryEntry, HistoryRead, Position};
-use crate::broker::{channel_name, BrokerError};
+use crate::broker::{channel_name, BrokerError, RedisConn};
 use crate::ids::UserId;
 
 /// The library's name in `FUNCTION LIST`.
@@ -50,9 +52,6 @@ pub const LIBRARY_NAME: &str = "ws_history";
 /// The library before its settings are filled in.
 const LIBRARY_TEMPLATE: &str = include_str!("ws_history.lua");
 
-/// The command `ws_publish` publishes with (a cluster deployment will use SPUBLISH).
-const PUBLISH_COMMAND: &str = "PUBLISH";
-
 /// The largest integer handed to Lua, whose numbers are doubles (exact up to 2^53).
 const MAX_LUA_INT: u64 = (1 << 53) - 1;
 
@@ -60,11 +59,12 @@ const MAX_LUA_INT: u64 = (1 << 53) - 1;
 const QUOTED_REPLY: usize = 200;
 
 /// The library text with `config` filled in: what the server loads with `FUNCTION LOAD`.
-pub fn library_source(config: &HistoryConfig) -> String {
+/// `cluster`: the functions publish with `SPUBLISH` (sharded pub/sub), else `PUBLISH`.
+pub fn library_source(config: &HistoryConfig, cluster: bool) -> String {
     LIBRARY_TEMPLATE
         .replace("__SIZE__", &config.size.to_string())
         .replace("__TTL__", &ttl_seconds(config.ttl).to_string())
-        .replace("__PUBLISH__", PUBLISH_COMMAND)
+        .replace("__PUBLISH__", if cluster { "SPUBLISH" } else { "PUBLISH" })
 }
 
 /// The ttl in whole seconds, rounded up, at least 1 (EXPIRE takes seconds).
@@ -80,25 +80,28 @@ pub struct RedisHistory {
 }
 
 struct Inner {
-    connection: ConnectionManager,
+    connection: RedisConn,
     prefix: String,
     library: String,
     loaded: AtomicBool,
 }
 
 impl RedisHistory {
-    /// A history on `connection` (a RESP3 connection manager, e.g. the publisher's), for the
-    /// channels `prefix` + user id. Loads the library at first use.
+    /// A history on `connection` (e.g. the publisher's), for the channels `prefix` + user id.
+    /// Loads the library at first use; on Redis Cluster its functions publish with `SPUBLISH`
+    /// and it is loaded on every primary.
     pub fn new(
-        connection: ConnectionManager,
+        connection: impl Into<RedisConn>,
         prefix: impl Into<String>,
         config: &HistoryConfig,
     ) -> Self {
+        let connection = connection.into();
+        let library = library_source(config, connection.is_cluster());
         Self {
             inner: Arc::new(Inner {
                 connection,
                 prefix: prefix.into(),
-                library: library_source(config),
+                library,
                 loaded: AtomicBool::new(false),
             }),
         }
@@ -131,6 +134,8 @@ impl RedisHistory {
 }
 
 impl Inner {
+    /// `FUNCTION LOAD REPLACE` (on Redis Cluster redis-rs sends it to every primary and
+    /// succeeds only when all of them did).
     async fn load(&self) -> Result<(), BrokerError> {
         redis::cmd("FUNCTION")
             .arg("LOAD")
@@ -164,28 +169,14 @@ impl Inner {
         replies.into_iter().map(server_error_to_err).collect()
     }
 
-    /// One pipeline of `calls`; each reply as Redis gave it, errors included.
+    /// One pipeline of `calls` (one per hash slot on Redis Cluster); each reply as Redis gave
+    /// it, errors included.
     async fn pipeline<'a>(
         &self,
         calls: impl ExactSizeIterator<Item = &'a Cmd>,
     ) -> Result<Vec<Value>, BrokerError> {
-        let count = calls.len();
-        if count == 0 {
-            return Ok(Vec::new());
-        }
-        let mut pipeline = redis::pipe();
-        pipeline.ignore_errors();
-        for call in calls {
-            pipeline.add_command(call.clone());
-        }
-        let replies: Vec<Value> = pipeline.query_async(&mut self.connection.clone()).await?;
-        if replies.len() != count {
-            return Err(BrokerError::UnexpectedReply(format!(
-                "{} replies to a pipeline of {count} calls",
-                replies.len()
-            )));
-        }
-        Ok(replies)
+        let calls: Vec<Cmd> = calls.cloned().collect();
+        self.connection.run_each(&calls).await
     }
 
     async fn call_one(&self, call: Cmd) -> Result<Value, BrokerError> {
@@ -431,11 +422,13 @@ mod tests {
             size: 42,
             ttl: Duration::from_millis(1500),
         };
-        let source = library_source(&config);
+        let source = library_source(&config, false);
         assert!(source.starts_with("#!lua name=ws_history\n"));
         assert!(source.contains("local SIZE = 42\n"));
         assert!(source.contains("local TTL = 2\n"));
         assert!(source.contains("local PUBLISH = 'PUBLISH'\n"));
+        let sharded = library_source(&config, true);
+        assert!(sharded.contains("local PUBLISH = 'SPUBLISH'\n"));
         assert!(!source.contains("__SIZE__") && !source.contains("__TTL__"));
         assert_eq!(ttl_seconds(Duration::ZERO), 1);
         assert_eq!(ttl_seconds(Duration::from_secs(3600)), 3600);

@@ -10,6 +10,8 @@
 //! append to the user's history and the publish on the durable channel, so v2 clients get a
 //! position and can resume. With history off it is a Lua script: `SET {prefix}{event_id} d NX
 //! EX window`, and only if that set the key, `PUBLISH` the notification on the plain channel.
+//! On Redis Cluster a script may only touch its own hash slot, so there the mark is the user's
+//! dedupe record (`UserKeys::dedupe`, in the channel's slot) and the script `SPUBLISH`es.
 //!
 //! With the in-process broker (one node), the marks live in a bounded in-process cache and the
 //! notification goes into the in-process history (durable) or through the [`Broker`] handle
@@ -19,12 +21,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use uuid::Uuid;
 
 use super::cache::TtlCache;
 use super::{DedupeConfig, IngestError};
-use crate::broker::{channel_name, Broker, BrokerError};
+use crate::broker::keys::UserKeys;
+use crate::broker::{channel_name, Broker, BrokerError, ConnOptions, RedisConn};
 use crate::history::{History, HistoryStore, RedisHistory};
 use crate::ids::UserId;
 
@@ -35,6 +37,15 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 const PUBLISH_ONCE: &str = r"
 if redis.call('SET', KEYS[1], 'd', 'NX', 'EX', ARGV[3]) then
   redis.call('PUBLISH', ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// [`PUBLISH_ONCE`] on Redis Cluster: sharded pub/sub, and KEYS[1] in the channel's slot.
+const SPUBLISH_ONCE: &str = r"
+if redis.call('SET', KEYS[1], 'd', 'NX', 'EX', ARGV[3]) then
+  redis.call('SPUBLISH', ARGV[1], ARGV[2])
   return 1
 end
 return 0
@@ -61,7 +72,7 @@ pub(crate) enum Dedupe {
     },
     /// History off: seen ids in the broker's Redis; publishes plainly in the same script.
     Redis {
-        connection: ConnectionManager,
+        connection: RedisConn,
         key_prefix: String,
         channel_prefix: String,
         window_s: u64,
@@ -87,7 +98,7 @@ impl Dedupe {
                 window: config.window,
             }),
             Some(HistoryStore::Memory(store)) => Ok(Self::memory(config, Some(store as _))),
-            None if config.redis_url.is_none() => Ok(Self::memory(config, None)),
+            None if config.redis.is_none() => Ok(Self::memory(config, None)),
             None => Self::plain_redis(config),
         }
     }
@@ -101,13 +112,14 @@ impl Dedupe {
     }
 
     fn plain_redis(config: &DedupeConfig) -> Result<Self, IngestError> {
-        let url = config.redis_url.as_deref().unwrap_or_default();
-        let client = redis::Client::open(url)?;
-        let manager = ConnectionManagerConfig::new()
-            .set_number_of_retries(0)
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT));
-        let connection = ConnectionManager::new_lazy_with_config(client, manager)?;
+        let Some(target) = &config.redis else {
+            return Ok(Self::memory(config, None));
+        };
+        let options = ConnOptions {
+            timeout: COMMAND_TIMEOUT,
+            retries: 0,
+        };
+        let connection = target.connect(options)?;
         Ok(Self::Redis {
             connection,
             key_prefix: config.key_prefix.clone(),
@@ -158,8 +170,12 @@ impl Dedupe {
                 channel_prefix,
                 window_s,
             } => {
-                let key = format!("{key_prefix}{event_id}");
                 let channel = channel_name(channel_prefix, user);
+                let key = if connection.is_cluster() {
+                    UserKeys::of_channel(&channel).dedupe(&event_id.to_string())
+                } else {
+                    format!("{key_prefix}{event_id}").into_bytes()
+                };
                 Ok(plain_publish_once(connection, key, channel, payload, *window_s).await?)
             }
             Self::Durable { history, window } => {
@@ -193,18 +209,23 @@ async fn publish_in_process(
     Ok(())
 }
 
-/// One run of [`PUBLISH_ONCE`]: marks `key`, and if it was new, PUBLISHes on `channel`.
-/// `Ok(true)`: published now; `Ok(false)`: the key was set already.
+/// One run of [`PUBLISH_ONCE`] (or [`SPUBLISH_ONCE`]): marks `key`, and if it was new,
+/// publishes on `channel`. `Ok(true)`: published now; `Ok(false)`: the key was set already.
 async fn plain_publish_once(
-    connection: &ConnectionManager,
-    key: String,
+    connection: &RedisConn,
+    key: Vec<u8>,
     channel: Vec<u8>,
     payload: &[u8],
     window_s: u64,
 ) -> Result<bool, redis::RedisError> {
+    let script = if connection.is_cluster() {
+        SPUBLISH_ONCE
+    } else {
+        PUBLISH_ONCE
+    };
     // EVAL (not EVALSHA): Redis caches the compiled script; it is ~150 bytes.
     let published: i64 = redis::cmd("EVAL")
-        .arg(PUBLISH_ONCE)
+        .arg(script)
         .arg(1)
         .arg(key)
         .arg(channel)
@@ -220,8 +241,9 @@ mod tests {
     use actix::Arbiter;
     use futures_util::StreamExt as _;
 
+    use redis::aio::ConnectionManager;
+
     use super::*;
-    use crate::broker::keys::UserKeys;
     use crate::directory::{Directory, HubSettings};
     use crate::history::{HistoryConfig, MemoryHistory};
     use crate::metrics::RelayMetrics;
@@ -260,7 +282,7 @@ mod tests {
     fn config(redis_url: Option<String>) -> DedupeConfig {
         DedupeConfig {
             window: Duration::from_secs(60),
-            redis_url,
+            redis: redis_url.map(crate::broker::RedisTarget::Single),
             key_prefix: "seen:".into(),
             channel_prefix: "ws:".into(),
             cache_size: 10,

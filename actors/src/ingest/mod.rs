@@ -93,9 +93,9 @@ pub struct IngestConfig {
 pub struct DedupeConfig {
     /// How long an event id is remembered.
     pub window: Duration,
-    /// Redis URL (shared by every replica: the server's broker Redis); `None`: an in-process cache
-    /// (a single node with the in-process broker).
-    pub redis_url: Option<String>,
+    /// The server's broker Redis (shared by every replica; standalone or cluster); `None`: an
+    /// in-process cache (a single node with the in-process broker).
+    pub redis: Option<crate::broker::RedisTarget>,
     /// Prefix of the Redis keys (`{prefix}{event_id}`) when history is off; with history the
     /// marks are the users' dedupe records (`UserKeys::dedupe`).
     pub key_prefix: String,
@@ -157,6 +157,9 @@ pub enum IngestError {
     /// A Redis URL that does not parse.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The broker's Redis (standalone or cluster) cannot be set up.
+    #[error("redis: {0}")]
+    Broker(#[from] crate::broker::BrokerError),
     /// The owner lookup's HTTP client cannot be built.
     #[error("owner lookup HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),

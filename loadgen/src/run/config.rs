@@ -28,6 +28,8 @@ Sockets:
   --max-sockets-per-worker N   sockets per worker process (9000; the open-files cap is per process)
 Publishing (needs --redis):
   --redis URL                  redis://host:port of the server's Redis
+  --redis-cluster              --redis is a node of a Redis Cluster: SPUBLISH, one pipeline per
+                               primary
   --channel-prefix P           (ws:)
   --no-verify                  skip the round of one message per user that proves every socket
                                is subscribed before anything is timed
@@ -51,7 +53,7 @@ Output:
   --bin-ms N                   time-series interval (1000)
   --max-run-s N                hard limit of the whole run (900)";
 
-const SWITCHES: &[&str] = &["no-verify", "drain"];
+const SWITCHES: &[&str] = &["no-verify", "drain", "redis-cluster"];
 const VALUED: &[&str] = &[
     "url",
     "secret",
@@ -97,6 +99,7 @@ pub(super) struct Config {
     pub(super) src_addrs: Vec<String>,
     pub(super) max_sockets_per_worker: u64,
     pub(super) redis: Option<String>,
+    pub(super) redis_cluster: bool,
     pub(super) channel_prefix: String,
     pub(super) verify: bool,
     pub(super) duration_s: f64,
@@ -161,6 +164,7 @@ impl Config {
             max_sockets_per_worker,
             verify: redis.is_some() && !f.switch("no-verify"),
             redis,
+            redis_cluster: f.switch("redis-cluster"),
             channel_prefix: f.str("channel-prefix").unwrap_or("ws:").to_owned(),
             duration_s,
             rate: f.num("rate", 0)?,
@@ -197,6 +201,7 @@ impl Config {
             json!(self.max_sockets_per_worker),
         );
         m.insert("redis".into(), json!(self.redis));
+        m.insert("redis_cluster".into(), json!(self.redis_cluster));
         m.insert("verify".into(), json!(self.verify));
         m.insert("duration_s".into(), json!(self.duration_s));
         m.insert("rate".into(), json!(self.rate));

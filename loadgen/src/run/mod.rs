@@ -55,7 +55,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut run = Run::new(cfg);
     run.seen.rss_baseline = run.rss_baseline()?;
     let mut redis = match &run.cfg.redis {
-        Some(url) => Some(publisher::connect(url).await?),
+        Some(url) => Some(publisher::connect_any(url, run.cfg.redis_cluster).await?),
         None => None,
     };
     let plan = WorkerPlan::new(&run.cfg);

@@ -8,14 +8,13 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _};
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt as _;
-use redis::aio::MultiplexedConnection;
 
 use super::shared::wait_until;
 use super::workers::{self, Worker};
 use super::{sleep_s, DrainStart, Run};
 use crate::procfs::{self, CpuSnap};
 use crate::protocol::Command;
-use crate::publisher::{self, Sent};
+use crate::publisher::{Conn, Sent};
 use crate::report::{PublishSummary, VerifySummary};
 use crate::util::now_us;
 
@@ -50,7 +49,7 @@ impl Run {
     }
 
     /// One message per user; every open socket must get it.
-    pub(super) async fn verify(&mut self, conn: &mut MultiplexedConnection) -> anyhow::Result<()> {
+    pub(super) async fn verify(&mut self, conn: &mut Conn) -> anyhow::Result<()> {
         self.set_phase("verify");
         let t0 = Instant::now();
         let retries = self.publish_one_per_user(conn).await?;
@@ -76,7 +75,7 @@ impl Run {
 
     /// Publishes seq 0 to every user, again to the users nobody was subscribed for yet, until
     /// each had a subscriber or `VERIFY_LIMIT` passed; returns how many publishes were retried.
-    async fn publish_one_per_user(&self, conn: &mut MultiplexedConnection) -> anyhow::Result<u64> {
+    async fn publish_one_per_user(&self, conn: &mut Conn) -> anyhow::Result<u64> {
         let mut pending: Vec<u64> = (0..self.cfg.users).collect();
         let mut retries = 0u64;
         let deadline = Instant::now() + VERIFY_LIMIT;
@@ -85,7 +84,8 @@ impl Run {
             for chunk in pending.chunks(self.cfg.pipeline as usize) {
                 let batch: Vec<(u64, u64)> = chunk.iter().map(|&u| (u, 0)).collect();
                 missed.extend(
-                    publisher::publish_each(conn, &self.channels, &batch, self.cfg.payload).await?,
+                    conn.publish_each(&self.channels, &batch, self.cfg.payload)
+                        .await?,
                 );
             }
             if !missed.is_empty() {
@@ -117,7 +117,7 @@ impl Run {
     }
 
     /// Publishes for `--duration-s` and records what went out.
-    pub(super) async fn publish(&mut self, conn: &mut MultiplexedConnection) -> anyhow::Result<()> {
+    pub(super) async fn publish(&mut self, conn: &mut Conn) -> anyhow::Result<()> {
         let fixed = self.cfg.rate > 0;
         self.set_phase(if fixed {
             "publish (fixed rate)"
@@ -150,11 +150,7 @@ impl Run {
     /// Publishes from message `first` for `--duration-s`, at `--rate` or flat out (bounded by
     /// `--max-in-flight`), up to `--pipelines-in-flight` pipelines at once; returns the index
     /// after the last message published.
-    async fn publish_for_duration(
-        &self,
-        conn: &mut MultiplexedConnection,
-        first: u64,
-    ) -> anyhow::Result<u64> {
+    async fn publish_for_duration(&self, conn: &mut Conn, first: u64) -> anyhow::Result<u64> {
         let live = self.shared.borrow().total().open.max(1);
         let per_message = live as f64 / self.cfg.users as f64;
         let start = Instant::now();
@@ -172,8 +168,7 @@ impl Run {
                 let (mut c, ch) = (conn.clone(), self.channels.clone());
                 let (users, size, from) = (self.cfg.users, self.cfg.payload, next);
                 pending.push(async move {
-                    let sent =
-                        publisher::publish_range(&mut c, &ch, users, from, budget, size).await;
+                    let sent = c.publish_range(&ch, users, from, budget, size).await;
                     (sent, now_us())
                 });
                 next += budget;

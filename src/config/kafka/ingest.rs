@@ -36,7 +36,7 @@ impl KafkaSettings {
     fn dedupe_config(&self, redis: &RedisSettings) -> DedupeConfig {
         DedupeConfig {
             window: Duration::from_secs(self.dedupe_window_s),
-            redis_url: non_empty(&redis.url),
+            redis: redis.target(),
             key_prefix: self.dedupe_key_prefix.clone(),
             channel_prefix: redis.channel_prefix.clone(),
             cache_size: self.dedupe_cache_size,

@@ -212,11 +212,16 @@ fn valid_kafka_settings_pass_and_convert() {
             Some("platform.websocket.dead-letters.v1")
         );
         assert_eq!(
-            config.dedupe.redis_url.as_deref(),
-            Some("redis://127.0.0.1:6379")
+            config.dedupe.redis,
+            Some(ws_actors::broker::RedisTarget::Single(
+                "redis://127.0.0.1:6379".into()
+            ))
         );
         assert_eq!(config.dedupe.channel_prefix, "ws:");
-        assert_eq!(config.lookup.redis_url, config.dedupe.redis_url);
+        assert_eq!(
+            config.lookup.redis_url.as_deref(),
+            Some("redis://127.0.0.1:6379")
+        );
         assert_eq!(config.lookup.give_up_after, None);
         assert_eq!(config.routes[0].event_type, None);
         assert_eq!(
@@ -226,7 +231,7 @@ fn valid_kafka_settings_pass_and_convert() {
         settings.redis.url.clear();
         settings.kafka.owner_redis_url = "redis://owners:6379".into();
         let config = settings.kafka.ingest_config(&settings.redis);
-        assert_eq!(config.dedupe.redis_url, None, "in-process dedupe");
+        assert_eq!(config.dedupe.redis, None, "in-process dedupe");
         assert_eq!(
             config.lookup.redis_url.as_deref(),
             Some("redis://owners:6379")

@@ -139,7 +139,7 @@ fn config(routes: &[RouteConfig], give_up_after: Option<Duration>) -> IngestConf
         routes: routes.to_vec(),
         dedupe: DedupeConfig {
             window: Duration::from_secs(60),
-            redis_url: None,
+            redis: None,
             key_prefix: "seen:".into(),
             channel_prefix: "user:".into(),
             cache_size: 10,
