@@ -133,6 +133,20 @@ impl RedisHistory {
     }
 }
 
+/// Whether `error` says the request could not be written at all (a connection that had already
+/// died: broken pipe, not connected), so Redis never ran it and sending it again cannot
+/// duplicate anything. A reset or an end of stream after the write is not: the call may have run.
+/// redis-rs keeps the `io::ErrorKind` private (`as_io_error` is crate-only) but a dropped
+/// connection's error names it, so the check reads its text.
+fn never_sent(error: &BrokerError) -> bool {
+    let BrokerError::Redis(error) = error else {
+        return false;
+    };
+    let text = error.to_string().to_ascii_lowercase();
+    error.is_connection_dropped()
+        && (text.contains("broken pipe") || text.contains("not connected"))
+}
+
 impl Inner {
     /// `FUNCTION LOAD REPLACE` (on Redis Cluster redis-rs sends it to every primary and
     /// succeeds only when all of them did).
@@ -154,7 +168,12 @@ impl Inner {
         if !self.loaded.load(Ordering::Acquire) {
             self.load().await?;
         }
-        let mut replies = self.pipeline(calls.iter()).await?;
+        let mut replies = match self.pipeline(calls.iter()).await {
+            // The connection had died under us (Redis restarted): the calls never reached Redis,
+            // so they are sent again once, on the connection the manager has made anew.
+            Err(error) if never_sent(&error) => self.pipeline(calls.iter()).await?,
+            other => other?,
+        };
         let missing: Vec<usize> = (0..replies.len())
             .filter(|&i| is_missing_function(&replies[i]))
             .collect();
