@@ -212,7 +212,8 @@ struct Cluster {
 /// How long the leases still held at exit may take to be given back.
 const LEASE_RELEASE_GRACE: Duration = Duration::from_secs(1);
 
-/// Starts the leases and the control channel when Redis is configured.
+/// Starts the leases and the control channel when Redis is configured: a standalone Redis or
+/// Redis Cluster alike.
 fn start_cluster(
     settings: &Settings,
     directory: &Directory,
@@ -220,28 +221,32 @@ fn start_cluster(
     node: &NodeId,
 ) -> anyhow::Result<Cluster> {
     let redis = &settings.redis;
-    if redis.url.is_empty() {
+    let Some(target) = redis.target() else {
         return Ok(Cluster {
             leases: None,
             control: None,
             quota: None,
         });
-    }
+    };
+    let setting = if target.is_cluster() {
+        "invalid setting redis.cluster_nodes"
+    } else {
+        "invalid setting redis.url"
+    };
     let config = LeaseConfig {
-        url: redis.url.clone(),
+        target: target.clone(),
         channel_prefix: redis.channel_prefix.clone(),
         node: node.clone(),
         lease: Duration::from_secs(settings.limits.quota_lease_s),
     };
-    let leases =
-        Leases::start(config, metrics.leases.clone()).context("invalid setting redis.url")?;
+    let leases = Leases::start(config, metrics.leases.clone()).context(setting)?;
     let control = ControlChannel::start(
-        &redis.url,
+        &target,
         &redis.channel_prefix,
         node.clone(),
         directory.clone(),
     )
-    .context("invalid setting redis.url")?;
+    .context(setting)?;
     let limits = &settings.limits;
     let quota =
         (limits.per_user_scope == QuotaScope::Cluster).then_some(limits.max_connections_per_user);

@@ -22,6 +22,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
 pub use self::cluster::ClusterNodeHealth;
+pub(crate) use self::cluster::{Node, NodeDialer};
 pub use self::conn::{ConnOptions, RedisConn, RedisTarget};
 pub use self::memory::MemoryPublisher;
 pub use self::redis::{RedisConfig, RedisPublisher, RedisStart, RedisSubscriber};

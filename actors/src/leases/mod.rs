@@ -33,8 +33,8 @@ use self::keeper::HeldCount;
 use self::keeper::{HoldLease, ReleaseLease, StoreFailed};
 pub use self::keeper::{LeaseKeeper, ReleaseAll, BATCH};
 pub use self::metrics::{LeaseCounters, LeaseMetrics};
-pub(crate) use self::store::client;
 use self::store::LeaseStore;
+use crate::broker::{BrokerError, RedisTarget};
 use crate::ids::{ConnId, NodeId, UserId};
 
 /// How long a connect waits for its lease before it is admitted without one (fail open).
@@ -45,8 +45,9 @@ const COUNT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Where the leases live and how long one lasts.
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {
-    /// `redis://…` or `rediss://…`.
-    pub url: String,
+    /// The Redis the leases live in: a standalone Redis or Redis Cluster (a user's two lease
+    /// keys share one hash slot, that of the user's channel).
+    pub target: RedisTarget,
     /// The channel prefix: a user's lease keys share the slot of its channel.
     pub channel_prefix: String,
     /// This node, in every lease it holds.
@@ -90,6 +91,19 @@ pub enum LeaseError {
     /// A script answered something else than it returns.
     #[error("unexpected reply to the {0} script")]
     UnexpectedReply(&'static str),
+    /// A batch of commands failed as a whole (see [`crate::broker::RedisConn::run_each`]).
+    #[error("redis batch failed: {0}")]
+    Batch(#[source] BrokerError),
+}
+
+impl From<BrokerError> for LeaseError {
+    fn from(error: BrokerError) -> Self {
+        match error {
+            BrokerError::InvalidUrl(error) => LeaseError::InvalidUrl(error),
+            BrokerError::Redis(error) => LeaseError::Redis(error),
+            other => LeaseError::Batch(other),
+        }
+    }
 }
 
 /// The user already holds the quota's worth of leases across the cluster.
@@ -186,7 +200,7 @@ impl Leases {
     }
 
     /// Each user's unexpired leases across the cluster (its open sockets on every replica), in
-    /// the order given: one round trip.
+    /// the order given: one round trip (on Redis Cluster, one concurrent call per hash slot).
     pub async fn count(&self, users: &[UserId]) -> Result<Vec<u64>, LeaseError> {
         match tokio::time::timeout(COUNT_TIMEOUT, self.store.count(users)).await {
             Ok(counted) => counted,

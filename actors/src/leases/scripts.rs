@@ -1,6 +1,9 @@
 //! The Lua scripts of the lease store, and how they are run: `EVALSHA` with the digest Redis
-//! gave at `SCRIPT LOAD`, loading the script again when Redis answers `NOSCRIPT` (a restarted or
-//! failed-over Redis has an empty script cache). Every script reads the time from Redis
+//! gave at `SCRIPT LOAD`, and `EVAL` with the script's text when the Redis that runs it answers
+//! `NOSCRIPT` (a restarted or failed-over Redis has an empty script cache; on Redis Cluster each
+//! primary has its own, and a call runs on the primary serving its keys' slot). `EVAL` also
+//! caches the script on that Redis, so the next `EVALSHA` there succeeds. Before the digest is
+//! known (`SCRIPT LOAD` not answered yet), calls use `EVAL`. Every script reads the time from Redis
 //! (`TIME`), never from a replica's clock, so replicas whose clocks differ agree on expiry.
 //!
 //! A user's leases are a sorted set (member `<node>/<conn>`, score = expiry in ms) and a hash of
@@ -101,7 +104,8 @@ impl LuaScript {
         }
     }
 
-    /// Runs the script with `keys` and `args`: one round trip, two more when Redis must load it.
+    /// Runs the script with `keys` (routed by the first on a cluster; all in one slot) and
+    /// `args`: one round trip, one more when the Redis running it lacks the script.
     pub(super) async fn invoke<T, C>(
         &self,
         connection: &mut C,
@@ -112,14 +116,12 @@ impl LuaScript {
         T: FromRedisValue,
         C: ConnectionLike,
     {
-        let digest = match self.known_digest() {
-            Some(digest) => digest,
-            None => self.load(connection).await?,
+        let Some(digest) = self.known_digest() else {
+            return eval(&self.source, keys, args).query_async(connection).await;
         };
         match evalsha(&digest, keys, args).query_async(connection).await {
             Err(error) if is_noscript(&error) => {
-                let digest = self.load(connection).await?;
-                evalsha(&digest, keys, args).query_async(connection).await
+                eval(&self.source, keys, args).query_async(connection).await
             }
             other => other,
         }
@@ -133,7 +135,8 @@ impl LuaScript {
             .clone()
     }
 
-    /// Loads the script into Redis's cache and remembers its digest.
+    /// Loads the script into Redis's cache (every primary's, on a cluster) and remembers its
+    /// digest.
     pub(super) async fn load<C: ConnectionLike>(
         &self,
         connection: &mut C,
@@ -147,6 +150,12 @@ impl LuaScript {
         *self.digest.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&digest));
         Ok(digest)
     }
+}
+
+fn eval(source: &str, keys: &[Vec<u8>], args: &[Vec<u8>]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(source).arg(keys.len()).arg(keys).arg(args);
+    cmd
 }
 
 fn evalsha(digest: &str, keys: &[Vec<u8>], args: &[Vec<u8>]) -> redis::Cmd {

@@ -1,35 +1,35 @@
 //! The lease store: every Redis command the leases need, on one connection of their own (a
-//! connection manager that reconnects by itself). A lease is the member `<node>/<conn>` of the
+//! [`RedisConn`]: a connection manager on a standalone Redis, or a cluster connection routing each
+//! command by its key; both reconnect by themselves). A lease is the member `<node>/<conn>` of the
 //! user's sorted set [`UserKeys::leases`] scored by its expiry in ms (Redis time), and the same
 //! member's details in the hash [`UserKeys::lease_info`]:
 //! `{"node":"…","conn":N,"since_ms":…,"protocol":"legacy"|"v2"}` (the operator console reads
 //! this exact format).
 //!
-//! Refresh and count take the keys of many users in one script call: one round trip for a batch,
-//! in standalone Redis. (In Redis Cluster such a batch would have to be split by hash slot.)
+//! A user's two keys share one hash slot (that of the user's channel), so a connect's acquire is
+//! one script call on the primary serving it. Refresh and count take the keys of many users: one
+//! script call per batch on a standalone Redis; on Redis Cluster the batch is split by hash slot
+//! (one call per slot, run concurrently), so no call spans slots (`CROSSSLOT`). Releases are one
+//! pipeline, per slot on a cluster ([`RedisConn::run_each`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, IntoConnectionInfo};
+use futures_util::future::join_all;
+use redis::Value;
 
 use super::scripts::Scripts;
 use super::{LeaseConfig, LeaseError, LeaseProtocol};
-use crate::broker::keys::UserKeys;
+use crate::broker::keys::{slot, UserKeys};
+use crate::broker::{ConnOptions, RedisConn};
 use crate::ids::{ConnId, NodeId, UserId};
 
-/// How long connecting to Redis may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long one command may take before the link counts as broken.
+/// How long connecting to Redis, or one command, may take before the link counts as broken.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A client for `url` (RESP2: the leases need no pushes).
-pub(crate) fn client(url: &str) -> Result<Client, LeaseError> {
-    let info = url.into_connection_info().map_err(LeaseError::InvalidUrl)?;
-    Client::open(info).map_err(LeaseError::InvalidUrl)
-}
+/// One script call: its keys and arguments.
+type Call = (Vec<Vec<u8>>, Vec<Vec<u8>>);
 
 /// What the acquire script answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +57,7 @@ pub(super) struct HeldLease {
 /// The Redis side of the leases; cheap to clone.
 #[derive(Clone)]
 pub(super) struct LeaseStore {
-    connection: ConnectionManager,
+    connection: RedisConn,
     scripts: Arc<Scripts>,
     prefix: Arc<str>,
     node: NodeId,
@@ -65,14 +65,14 @@ pub(super) struct LeaseStore {
 }
 
 impl LeaseStore {
-    /// A store on a lazy connection (Redis may be down now); fails only on a bad URL.
+    /// A store on a lazy connection (Redis may be down now); fails only on a bad URL. Must be
+    /// called inside a Tokio runtime.
     pub(super) fn new(config: &LeaseConfig) -> Result<Self, LeaseError> {
-        let manager = ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let connection = ConnectionManager::new_lazy_with_config(client(&config.url)?, manager)
-            .map_err(LeaseError::InvalidUrl)?;
+        let options = ConnOptions {
+            timeout: RESPONSE_TIMEOUT,
+            retries: 1,
+        };
+        let connection = config.target.connect(options)?;
         Ok(Self {
             connection,
             scripts: Arc::default(),
@@ -139,32 +139,47 @@ impl LeaseStore {
         }
     }
 
-    /// Refreshes `batch` (registering again any lease Redis lost) in one script call.
+    /// Refreshes `batch` (registering again any lease Redis lost): one script call, or on a
+    /// cluster one per hash slot, run concurrently.
     pub(super) async fn refresh(&self, batch: &[(ConnId, HeldLease)]) -> Result<(), LeaseError> {
-        if batch.is_empty() {
-            return Ok(());
+        let calls = self.refresh_calls(batch);
+        let runs = calls.iter().map(|(keys, args)| {
+            let mut connection = self.connection.clone();
+            async move {
+                self.scripts
+                    .refresh
+                    .invoke::<u64, _>(&mut connection, keys, args)
+                    .await
+            }
+        });
+        for result in join_all(runs).await {
+            result?;
         }
-        let (keys, args) = self.refresh_call(batch);
-        let mut connection = self.connection.clone();
-        let _users: u64 = self
-            .scripts
-            .refresh
-            .invoke(&mut connection, &keys, &args)
-            .await?;
         Ok(())
     }
 
-    /// The keys and arguments of the refresh script for `batch`, grouped by user.
-    fn refresh_call(&self, batch: &[(ConnId, HeldLease)]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    /// The slot a user's keys live in: grouping key of a batch (all 0 on a standalone Redis,
+    /// where any batch is one call).
+    fn group_of(&self, keys: &UserKeys) -> u16 {
+        if self.connection.is_cluster() {
+            slot(&keys.leases())
+        } else {
+            0
+        }
+    }
+
+    /// The refresh script calls for `batch`: leases grouped by user, users by hash slot.
+    fn refresh_calls(&self, batch: &[(ConnId, HeldLease)]) -> Vec<Call> {
         let mut by_user: BTreeMap<&UserId, Vec<(ConnId, &HeldLease)>> = BTreeMap::new();
         for (conn, lease) in batch {
             by_user.entry(&lease.user).or_default().push((*conn, lease));
         }
-        let mut keys = Vec::with_capacity(by_user.len() * 2);
-        let mut args = Vec::with_capacity(1 + by_user.len() + batch.len() * 2);
-        args.push(self.lease_ms.to_string().into_bytes());
+        let mut by_slot: BTreeMap<u16, Call> = BTreeMap::new();
         for (user, leases) in by_user {
             let user_keys = self.keys(user);
+            let (keys, args) = by_slot
+                .entry(self.group_of(&user_keys))
+                .or_insert_with(|| (Vec::new(), vec![self.lease_ms.to_string().into_bytes()]));
             keys.extend([user_keys.leases(), user_keys.lease_info()]);
             args.push(leases.len().to_string().into_bytes());
             for (conn, lease) in leases {
@@ -172,40 +187,55 @@ impl LeaseStore {
                 args.push(self.info(conn, lease).into_bytes());
             }
         }
-        (keys, args)
+        by_slot.into_values().collect()
     }
 
-    /// Gives leases back: one pipeline (ZREM and HDEL per lease), one round trip.
+    /// Gives leases back: ZREM and HDEL per lease in one pipeline (one per hash slot on a
+    /// cluster), one round trip. An error reply to one command is ignored (the lease expires).
     pub(super) async fn release(&self, leases: &[(UserId, ConnId)]) -> Result<(), LeaseError> {
-        if leases.is_empty() {
-            return Ok(());
-        }
-        let mut pipeline = redis::pipe();
+        let mut commands = Vec::with_capacity(leases.len() * 2);
         for (user, conn) in leases {
             let keys = self.keys(user);
             let member = self.member(*conn);
-            pipeline.zrem(keys.leases(), &member).ignore();
-            pipeline.hdel(keys.lease_info(), &member).ignore();
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(keys.leases()).arg(&member);
+            let mut hdel = redis::cmd("HDEL");
+            hdel.arg(keys.lease_info()).arg(&member);
+            commands.extend([zrem, hdel]);
         }
-        let mut connection = self.connection.clone();
-        pipeline.query_async::<()>(&mut connection).await?;
+        let _replies: Vec<Value> = self.connection.run_each(&commands).await?;
         Ok(())
     }
 
-    /// Each user's unexpired leases across the cluster, in the order given: one round trip.
+    /// Each user's unexpired leases across the cluster, in the order given: one round trip (one
+    /// script call per hash slot on a cluster, run concurrently).
     pub(super) async fn count(&self, users: &[UserId]) -> Result<Vec<u64>, LeaseError> {
-        if users.is_empty() {
-            return Ok(Vec::new());
+        let mut groups: BTreeMap<u16, (Vec<usize>, Vec<Vec<u8>>)> = BTreeMap::new();
+        for (i, user) in users.iter().enumerate() {
+            let keys = self.keys(user);
+            let (indexes, group_keys) = groups.entry(self.group_of(&keys)).or_default();
+            indexes.push(i);
+            group_keys.push(keys.leases());
         }
-        let keys: Vec<Vec<u8>> = users.iter().map(|user| self.keys(user).leases()).collect();
-        let mut connection = self.connection.clone();
-        let counts: Vec<u64> = self
-            .scripts
-            .count
-            .invoke(&mut connection, &keys, &[])
-            .await?;
-        if counts.len() != users.len() {
-            return Err(LeaseError::UnexpectedReply("count"));
+        let runs = groups.values().map(|(_, keys)| {
+            let mut connection = self.connection.clone();
+            async move {
+                self.scripts
+                    .count
+                    .invoke::<Vec<u64>, _>(&mut connection, keys, &[])
+                    .await
+            }
+        });
+        let results = join_all(runs).await;
+        let mut counts = vec![0; users.len()];
+        for ((indexes, _), result) in groups.values().zip(results) {
+            let group_counts = result?;
+            if group_counts.len() != indexes.len() {
+                return Err(LeaseError::UnexpectedReply("count"));
+            }
+            for (&i, count) in indexes.iter().zip(group_counts) {
+                counts[i] = count;
+            }
         }
         Ok(counts)
     }
@@ -221,10 +251,15 @@ impl LeaseStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::RedisTarget;
 
     fn store() -> LeaseStore {
+        store_on(RedisTarget::Single("redis://127.0.0.1:1".into()))
+    }
+
+    fn store_on(target: RedisTarget) -> LeaseStore {
         let config = LeaseConfig {
-            url: "redis://127.0.0.1:1".into(),
+            target,
             channel_prefix: "ws:".into(),
             node: NodeId::new("pod-\"a\""),
             lease: Duration::from_secs(30),
@@ -261,7 +296,9 @@ mod tests {
         let store = store();
         let (a, b, c) = (ConnId::next(), ConnId::next(), ConnId::next());
         let batch = [(a, held("u1")), (b, held("u2")), (c, held("u1"))];
-        let (keys, args) = store.refresh_call(&batch);
+        let mut calls = store.refresh_calls(&batch);
+        assert_eq!(calls.len(), 1, "one call on a standalone Redis");
+        let (keys, args) = calls.remove(0);
         let text = |bytes: &Vec<u8>| String::from_utf8_lossy(bytes).into_owned();
         let keys: Vec<String> = keys.iter().map(text).collect();
         assert_eq!(keys, ["{ws:u1}:l", "{ws:u1}:li", "{ws:u2}:l", "{ws:u2}:li"]);
@@ -273,5 +310,34 @@ mod tests {
         assert_eq!(args[6], "1");
         assert_eq!(args[7], store.member(b));
         assert_eq!(args.len(), 1 + 2 + 3 * 2);
+    }
+
+    /// On a cluster a batch is split by hash slot: each call names the keys of one slot only,
+    /// and every lease is in exactly one call.
+    #[actix_rt::test]
+    async fn a_refresh_batch_splits_by_slot_on_a_cluster() {
+        let store = store_on(RedisTarget::Cluster(vec!["redis://127.0.0.1:1".into()]));
+        let users = ["u1", "u2", "u3", "{u1}x", "alice"];
+        let batch: Vec<(ConnId, HeldLease)> = users
+            .iter()
+            .chain(users.iter())
+            .map(|user| (ConnId::next(), held(user)))
+            .collect();
+        let calls = store.refresh_calls(&batch);
+        let mut leases = 0;
+        let mut slots = Vec::new();
+        for (keys, args) in &calls {
+            let first = slot(&keys[0]);
+            assert!(
+                keys.iter().all(|key| slot(key) == first),
+                "one slot per call"
+            );
+            slots.push(first);
+            leases += (args.len() - 1 - keys.len() / 2) / 2;
+        }
+        slots.dedup();
+        assert_eq!(slots.len(), calls.len(), "one call per slot");
+        assert_eq!(leases, batch.len());
+        assert!(calls.len() >= 4, "u1, u2, u3 and alice hash apart");
     }
 }

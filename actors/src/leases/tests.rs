@@ -76,7 +76,7 @@ where
 
 fn leases(url: &str, node: &str, metrics: &LeaseMetrics) -> Leases {
     let config = LeaseConfig {
-        url: url.to_owned(),
+        target: crate::broker::RedisTarget::Single(url.to_owned()),
         channel_prefix: "ws:".into(),
         node: NodeId::new(node),
         lease: Duration::from_secs(3),

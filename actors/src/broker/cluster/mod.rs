@@ -51,9 +51,11 @@ use redis::{PushInfo, PushKind, Value};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use self::links::{is_link_failure, NodeDialer};
+use self::links::is_link_failure;
+pub(crate) use self::links::NodeDialer;
 use self::state::{Cause, Confirmed, Op, Removed, Subscriptions};
-use self::topology::{parse_moved, Node, Topology};
+pub(crate) use self::topology::Node;
+use self::topology::{parse_moved, Topology};
 use super::redis::route_message;
 use super::{BrokerError, BrokerHealth, Interest, RouteSink};
 use crate::backoff::full_jitter;
