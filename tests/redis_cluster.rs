@@ -590,3 +590,97 @@ async fn a_dropped_link_to_a_primary_is_restored_and_resubscribed() {
     spublish_until_received(&cluster, &user, &mut client, DEADLINE).await;
     spublish_and_receive(&cluster, &user, &mut client, r#"{"after":"blip"}"#).await;
 }
+
+/// `GET /api/v1/presence?user_ids=…` on `server` with the API key; asserts 200.
+async fn presence_of(server: &Server, users: &[&str]) -> Value {
+    let path = format!("/api/v1/presence?user_ids={}", users.join(","));
+    let reply = server.get_with(&path, &[("X-API-Key", API_KEY)]).await;
+    assert_eq!(reply.status, 200, "presence: {}", reply.text());
+    reply.json()
+}
+
+/// Two server processes on the cluster share the leases and the control channel, for two users
+/// whose slots sit on different primaries: the quota (2) counts sockets on both replicas (a third
+/// is refused 4000 on either), presence counts both from either, and a disconnect sent to one
+/// replica closes the users' sockets on both with 4003 (the other replica hears it through
+/// SPUBLISH on the sharded control channel).
+#[actix_web::test]
+async fn leases_presence_and_disconnect_span_replicas_on_the_cluster() {
+    let cluster = RedisCluster::start().await;
+    let settings = TestSettings::new()
+        .set("redis.cluster_nodes", cluster.urls())
+        .set("history.size", 0)
+        .set("limits.max_connections_per_user", 2)
+        .set("limits.quota_lease_s", 30);
+    let a = Server::start(settings.clone()).await;
+    let b = Server::start(settings).await;
+    a.wait_readyz(200, STARTUP_DEADLINE).await;
+    b.wait_readyz(200, STARTUP_DEADLINE).await;
+    let primaries = cluster.primaries().await;
+    let first = user_on(&cluster, primaries[0], "q").await;
+    let second = user_on(&cluster, primaries[1], "q").await;
+    let (first, second) = (first.as_str(), second.as_str());
+    assert_ne!(
+        cluster.primary_of(slot_of(first)).await,
+        cluster.primary_of(slot_of(second)).await
+    );
+    wait_until(
+        DEADLINE,
+        "both control channels to be subscribed",
+        || async {
+            let mut both = true;
+            for server in [&a, &b] {
+                both &= server.get("/healthz").await.json()["control"]["subscribed"] == true;
+            }
+            both
+        },
+    )
+    .await;
+
+    let mut sockets = Vec::new();
+    for user in [first, second] {
+        let mut on_a = a.connect(&token(user)).await;
+        let mut on_b = b.connect(&token(user)).await;
+        publish_api_until_all_received(&a, user, &mut [&mut on_a, &mut on_b]).await;
+        sockets.extend([on_a, on_b]);
+    }
+    for (server, user) in [(&a, first), (&b, first), (&a, second), (&b, second)] {
+        let mut refused = server.connect(&token(user)).await;
+        refused.expect_close_with(4000, "QUOTA_EXCEEDED").await;
+    }
+    let expected = json!({
+        first: {"online": true, "connections": 2},
+        second: {"online": true, "connections": 2},
+        "nobody": {"online": false, "connections": 0},
+    });
+    for server in [&a, &b] {
+        assert_eq!(
+            presence_of(server, &[first, second, "nobody"]).await,
+            expected
+        );
+    }
+
+    let body = json!({"user_ids": [first, second], "reason": "account locked"});
+    let headers = [("X-API-Key", API_KEY), ("Content-Type", "application/json")];
+    let reply = a
+        .post("/api/v1/disconnect", &headers, &body.to_string())
+        .await;
+    assert_eq!(reply.status, 200, "disconnect: {}", reply.text());
+    assert_eq!(reply.json(), json!({"disconnected": 4}));
+    for socket in &mut sockets {
+        let closed = socket.expect_close_with(4003, "AUTHENTICATION_ERROR").await;
+        assert_eq!(closed.json["message"], "account locked");
+    }
+    wait_until(
+        DEADLINE,
+        "the closed sockets' leases to be given back",
+        || async {
+            presence_of(&b, &[first, second]).await
+                == json!({
+                    first: {"online": false, "connections": 0},
+                    second: {"online": false, "connections": 0},
+                })
+        },
+    )
+    .await;
+}

@@ -73,6 +73,10 @@ pub async fn healthz(
     if let Some(leases) = &state.leases {
         body["leases"] = leases_json(leases, state.cluster_quota.is_some());
     }
+    if let Some(control) = &state.control {
+        // Whether disconnect commands from other replicas reach this one now.
+        body["control"] = json!({"subscribed": control.is_subscribed()});
+    }
     HttpResponse::Ok().json(body)
 }
 
