@@ -1,6 +1,9 @@
-//! Publishing through Redis: one multiplexed connection, `PUBLISH` commands sent in pipelines,
-//! messages numbered round robin over the users so that every worker can tell, from the total
-//! alone, what each of its sockets should have received.
+//! Publishing through Redis: one multiplexed connection, commands sent in pipelines, messages
+//! numbered round robin over the users so that every worker can tell, from the total alone,
+//! what each of its sockets should have received. Plain `PUBLISH ws:<user>` (at-most-once), or
+//! durable: `FCALL ws_publish 1 ws:<user> <payload>`, the Redis Function the server loads at
+//! start-up, which appends to the user's history and publishes on its durable channel in one
+//! atomic step and answers the message's position.
 
 use std::time::Duration;
 
@@ -44,45 +47,115 @@ impl Channels {
     }
 }
 
+/// How messages are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `PUBLISH <channel> <payload>`: answers how many subscribers got it.
+    Plain,
+    /// `FCALL ws_publish 1 <channel> <payload>`: answers `[epoch, offset]`.
+    Durable,
+}
+
+impl Mode {
+    /// The command as Redis' `INFO commandstats` names it.
+    pub fn command(self) -> &'static str {
+        match self {
+            Mode::Plain => "publish",
+            Mode::Durable => "fcall",
+        }
+    }
+
+    /// Adds the command publishing `payload` to `channel` to `pipe`.
+    fn push(self, pipe: &mut redis::Pipeline, channel: String, payload: &[u8]) {
+        match self {
+            Mode::Plain => pipe.cmd("PUBLISH").arg(channel).arg(payload),
+            Mode::Durable => pipe
+                .cmd("FCALL")
+                .arg("ws_publish")
+                .arg(1)
+                .arg(channel)
+                .arg(payload),
+        };
+    }
+}
+
 /// What one pipeline did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Sent {
     /// Messages published.
     pub messages: u64,
-    /// Of those, how many reached no subscriber (PUBLISH answered 0).
+    /// Of those, how many reached no subscriber (PUBLISH answered 0; a durable publish does
+    /// not say, and counts 0).
     pub to_nobody: u64,
 }
 
 /// Publishes messages `first..first + count` of the round-robin sequence over `users` users,
-/// each payload `size` bytes stamped with the time of sending.
+/// each payload `size` bytes stamped with the time of sending (or with 0 when `untimed`: the
+/// receivers then count it but do not time it).
 pub async fn publish_range(
     conn: &mut MultiplexedConnection,
+    mode: Mode,
     channels: &Channels,
+    range: std::ops::Range<u64>,
     users: u64,
-    first: u64,
-    count: u64,
     size: usize,
+    untimed: bool,
 ) -> anyhow::Result<Sent> {
-    if count == 0 || users == 0 {
+    if range.is_empty() || users == 0 {
         return Ok(Sent::default());
     }
+    let count = range.end - range.start;
     let mut pipe = redis::pipe();
     let mut body = Vec::with_capacity(size + 32);
-    let ts = now_us();
-    for i in first..first + count {
+    let ts = if untimed { 0 } else { now_us() };
+    for i in range {
         payload::build(i / users, ts, size, &mut body);
-        pipe.cmd("PUBLISH")
-            .arg(channels.of(i % users))
-            .arg(&body[..]);
+        mode.push(&mut pipe, channels.of(i % users), &body);
     }
-    let replies: Vec<i64> = pipe
-        .query_async(conn)
-        .await
-        .context("redis PUBLISH pipeline")?;
+    let to_nobody = match mode {
+        Mode::Plain => {
+            let replies: Vec<i64> = pipe
+                .query_async(conn)
+                .await
+                .context("redis PUBLISH pipeline")?;
+            replies.iter().filter(|&&r| r == 0).count() as u64
+        }
+        Mode::Durable => {
+            // Every reply is [epoch, offset]; an error reply fails the whole pipeline.
+            let replies: Vec<redis::Value> = pipe.query_async(conn).await.context(
+                "redis FCALL ws_publish pipeline (is the server's history on, and the function loaded?)",
+            )?;
+            if let Some(odd) = replies.iter().find(|r| !is_position(r)) {
+                anyhow::bail!("FCALL ws_publish answered {odd:?}, not [epoch, offset]");
+            }
+            0
+        }
+    };
     Ok(Sent {
         messages: count,
-        to_nobody: replies.iter().filter(|&&r| r == 0).count() as u64,
+        to_nobody,
     })
+}
+
+/// Whether a reply of `ws_publish` is `[epoch, offset]`.
+fn is_position(reply: &redis::Value) -> bool {
+    matches!(
+        reply,
+        redis::Value::Array(items)
+            if items.len() == 2 && matches!(items[1], redis::Value::Int(offset) if offset > 0)
+    )
+}
+
+/// `CLIENT KILL TYPE pubsub`: drops every subscriber connection of the Redis server (the
+/// servers' links for live messages) as a network blip would; answers how many were killed.
+pub async fn kill_subscribers(conn: &mut MultiplexedConnection) -> anyhow::Result<u64> {
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(conn)
+        .await
+        .context("redis CLIENT KILL TYPE pubsub")
 }
 
 /// Publishes one explicit list of `(user, seq)` messages; returns the users whose PUBLISH
