@@ -4,18 +4,41 @@
 # bench/results/<scenario>.json + .svg and bench/results/REPORT.md. Everything it starts is killed
 # on exit (trap); every step is bounded in time.
 #
-#   bench/run.sh                      # every scenario (about 12 minutes)
+#   bench/run.sh                      # every scenario (about 20 minutes)
 #   BENCH_REPEAT=1 bench/run.sh       # latency scenarios once instead of 3 times
 #   SCENARIOS="idle-18k unicast-20k" bench/run.sh
+#   SCENARIOS=delivery bench/run.sh   # the delivery scenarios below (about 8 minutes)
 #   BENCH_OUT=/tmp/bench bench/run.sh # write somewhere else
+#   BENCH_SERVER_BIN=/tmp/old/websocket-service SCENARIOS="unicast-flat unicast-20k" bench/run.sh
+#                                     # another build of the server (plain scenarios only for a
+#                                     # build from before durable publishing)
 #
 # Scenarios: idle-18k idle-5k connect-burst unicast-flat unicast-20k fanout drain-10k drain-5k
-# stuck. Server logs and raw output go to $BENCH_OUT/raw/ (not committed).
+# stuck, and the delivery ones (README "Delivery guarantees"; Redis is emptied before every
+# scenario, so each starts with no history):
+#   unicast-durable-flat  10,000 legacy sockets, FCALL ws_publish flat out, 256 B, 20 s: delivered/s
+#                         and Redis' cost per publish (INFO cpu / commandstats)
+#   unicast-durable-20k   the same at 20,000 msg/s: latency (repeated like unicast-20k)
+#   unicast-v2-flat       10,000 protocol v2 sockets (v=2), FCALL flat out: every socket's offsets
+#                         checked (no gap, no repeat)
+#   unicast-v2-20k        the same at 20,000 msg/s: latency (repeated like unicast-20k)
+#   history-300           history.size 300, 1,000 users, FCALL flat out 15 s so every stream is
+#                         full, then MEMORY USAGE of 200 users' stream and meta keys
+#   resume-10k            10,000 v2 sockets drop their connections, 5 messages per user are
+#                         published durably while they are away (2 s), all reconnect with
+#                         since=<epoch>:<offset>: server CPU per resume (from /proc/PID/stat) and
+#                         the time until every socket has its 5 messages
+#   blip-10k              10,000 v2 sockets, FCALL at 20,000 msg/s; at 5 s CLIENT KILL TYPE pubsub
+#                         (the server's subscriber link drops), publishing stops 0.2 s later: the
+#                         time until every socket has every message, and the server's catch-ups
+# Server logs and raw output go to $BENCH_OUT/raw/ (not committed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL="idle-18k idle-5k connect-burst unicast-flat unicast-20k fanout drain-10k drain-5k stuck"
+DELIVERY="unicast-durable-flat unicast-durable-20k unicast-v2-flat unicast-v2-20k history-300 resume-10k blip-10k"
+ALL="idle-18k idle-5k connect-burst unicast-flat unicast-20k fanout drain-10k drain-5k stuck $DELIVERY"
 SCENARIOS=${SCENARIOS:-$ALL}
+SCENARIOS=${SCENARIOS//delivery/$DELIVERY}
 OUT=${BENCH_OUT:-bench/results}
 mkdir -p "$OUT/raw"
 OUT=$(cd "$OUT" && pwd)
@@ -85,9 +108,15 @@ redis-cli -p "$REDIS_PORT" ping | grep -q PONG
 printf '# bench: every setting comes from WS__ environment variables\n' >"$RAW/server.toml"
 
 WS_PORT=""
-# start_server NAME: a fresh server (so that RSS starts from its baseline) with the bench settings.
+# start_server NAME [VAR=VALUE...]: a fresh server (so that RSS starts from its baseline) with the
+# bench settings and the given extra ones, on an emptied Redis (no history left by an earlier
+# scenario; FLUSHALL keeps the Redis Function, which the server loads again anyway).
 start_server() {
+  local name=$1
+  shift
+  redis-cli -p "$REDIS_PORT" FLUSHALL >/dev/null
   WS_PORT=$(free_port)
+  env "$@" \
   WS__SERVER__BIND=127.0.0.1:$WS_PORT \
   WS__SERVER__WORKERS=2 \
   WS__AUTH__JWT_SECRET=$SECRET \
@@ -99,7 +128,7 @@ start_server() {
   WS__LIMITS__IDLE_TIMEOUT_S=600 \
   WS__SHUTDOWN__DRAIN_TIMEOUT_S=10 \
   WS__TELEMETRY__LOG_FORMAT=json \
-    "${NICE[@]}" "$SERVER_BIN" --config "$RAW/server.toml" >"$RAW/server-$1.log" 2>&1 &
+    "${NICE[@]}" "$SERVER_BIN" --config "$RAW/server.toml" >"$RAW/server-$name.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 200); do
     curl -fsS "http://127.0.0.1:$WS_PORT/readyz" >/dev/null 2>&1 && return 0
@@ -107,7 +136,7 @@ start_server() {
     sleep 0.1
   done
   echo "server did not become ready; log:" >&2
-  tail -20 "$RAW/server-$1.log" >&2
+  tail -20 "$RAW/server-$name.log" >&2
   return 1
 }
 
@@ -162,7 +191,10 @@ wait_quiet() {
 scenario() {
   local name=$1
   wait_quiet
-  start_server "$name"
+  case $name in
+    history-300) start_server "$name" WS__HISTORY__SIZE=300 ;;
+    *) start_server "$name" ;;
+  esac
   case $name in
     idle-18k)
       loadgen "$name" --label "idle: 18,000 authenticated sockets" \
@@ -188,6 +220,30 @@ scenario() {
     drain-5k)
       loadgen "$name" --label "drain: SIGTERM with 5,000 sockets open (drain_timeout_s 10)" \
         --users 5000 --connect-concurrency 64 --hold-s 2 --drain --drain-wait-s 40 --bin-ms 250 ;;
+    unicast-durable-flat)
+      loadgen "$name" --label "unicast durable flat out: 10,000 users x 1 socket, FCALL ws_publish, 256 B, 20 s" \
+        --users 10000 --connect-concurrency 64 --payload 256 --durable --rate 0 --duration-s 20 ;;
+    unicast-durable-20k)
+      loadgen "$name" --label "unicast durable 20,000 msg/s: 10,000 users x 1 socket, FCALL ws_publish, 256 B, 20 s" \
+        --users 10000 --connect-concurrency 64 --payload 256 --durable --rate 20000 --duration-s 20 ;;
+    unicast-v2-flat)
+      loadgen "$name" --label "unicast v2 flat out: 10,000 users x 1 v2 socket, FCALL ws_publish, 256 B, 20 s" \
+        --users 10000 --connect-concurrency 64 --payload 256 --v2 --durable --rate 0 --duration-s 20 ;;
+    unicast-v2-20k)
+      loadgen "$name" --label "unicast v2 20,000 msg/s: 10,000 users x 1 v2 socket, FCALL ws_publish, 256 B, 20 s" \
+        --users 10000 --connect-concurrency 64 --payload 256 --v2 --durable --rate 20000 --duration-s 20 ;;
+    history-300)
+      loadgen "$name" --label "history memory: history.size 300, 1,000 users, FCALL ws_publish flat out, 256 B, 15 s" \
+        --users 1000 --connect-concurrency 64 --payload 256 --durable --rate 0 --duration-s 15 \
+        --history-sample 200 ;;
+    resume-10k)
+      loadgen "$name" --label "resume: 10,000 v2 sockets drop, 5 messages each published durably, all reconnect with since" \
+        --users 10000 --connect-concurrency 64 --payload 256 --v2 --durable --hold-s 2 \
+        --resume --resume-backlog 5 --resume-away-s 2 ;;
+    blip-10k)
+      loadgen "$name" --label "Redis blip: 10,000 v2 sockets, FCALL 20,000 msg/s, CLIENT KILL TYPE pubsub at 5 s, publishing stops 0.2 s later" \
+        --users 10000 --connect-concurrency 64 --payload 256 --v2 --durable --rate 20000 \
+        --duration-s 5.2 --blip-at-s 5 --bin-ms 250 ;;
     stuck)
       log "scenario stuck"
       timeout --kill-after=10 300 "${NICE[@]}" "$LOADGEN" stuck-reader \
@@ -220,7 +276,7 @@ pick_median() {
 }
 
 for s in $SCENARIOS; do
-  if [ "$REPEAT" -gt 1 ] && { [ "$s" = unicast-20k ] || [ "$s" = fanout ]; }; then
+  if [ "$REPEAT" -gt 1 ] && [[ " unicast-20k fanout unicast-durable-20k unicast-v2-20k " == *" $s "* ]]; then
     for r in $(seq 1 "$REPEAT"); do
       DEST=$RAW/runs/$r
       DEST_LOG=$DEST

@@ -1,7 +1,9 @@
 //! `loadgen`: the load tool of websocket-service. Mints JWTs from the shared secret, opens
-//! users × sockets over several source addresses and worker processes, publishes through Redis
-//! at a fixed rate or flat out, and reports connect rate, server RSS per socket, delivered/s,
-//! loss, duplicates and latency percentiles as JSON plus an SVG plot. `loadgen stuck-reader`
+//! users × sockets (legacy or protocol v2) over several source addresses and worker processes,
+//! publishes through Redis (plain PUBLISH or durably with FCALL ws_publish) at a fixed rate or
+//! flat out, and reports connect rate, server RSS per socket, delivered/s, loss, duplicates,
+//! v2 offsets and latency percentiles as JSON plus an SVG plot; it can also drop and resume
+//! every socket, or cut the server's subscriber link to Redis mid-run. `loadgen stuck-reader`
 //! measures a socket that never reads; `loadgen report` summarises a bench directory. Every run
 //! is bounded in count and time.
 
@@ -11,6 +13,7 @@ mod procfs;
 mod protocol;
 mod publisher;
 mod rawws;
+mod redis_info;
 mod report;
 mod run;
 mod stuck;
@@ -18,6 +21,7 @@ mod summary;
 mod svg;
 mod token;
 mod util;
+mod v2frame;
 mod worker;
 
 use std::process::ExitCode;

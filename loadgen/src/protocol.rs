@@ -41,12 +41,22 @@ pub struct WorkerSpec {
     pub latency_from_seq: u64,
     /// The worker gives up (reports and exits) after this long, ms.
     pub max_run_ms: u64,
+    /// Sockets opt in to client protocol v2 (`v=2`): JSON frames with positions, checked per
+    /// socket, and a reconnect resumes with `since`.
+    #[serde(default)]
+    pub v2: bool,
 }
 
 /// Parent → worker, after the spec.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Command {
+    /// Every open socket drops its connection (a reset, as a client losing its network would)
+    /// and stays away until [`Command::Reconnect`].
+    Disconnect,
+    /// Every socket that was dropped connects again; a v2 socket resumes with
+    /// `since=<epoch>:<offset>`, the position of the last message it received.
+    Reconnect,
     /// Publishing is over: `published` messages went round robin over `users` users (message
     /// `i` to user `i % users` with seq `i / users`), or `None` when nothing was published.
     /// Wait up to `wait_ms` for the expected messages, then report and exit.
@@ -90,6 +100,12 @@ pub struct Tick {
     pub delivered: u64,
     /// Sockets closed so far.
     pub closed: u64,
+    /// Sockets dropped by a [`Command::Disconnect`] and not reconnected yet.
+    #[serde(default)]
+    pub away: u64,
+    /// Reconnects finished (ok or failed) since the last [`Command::Reconnect`].
+    #[serde(default)]
+    pub reconnects_done: u64,
 }
 
 /// Connect phase of one worker.
@@ -176,4 +192,66 @@ pub struct WorkerFinal {
     pub bins: Vec<BinReport>,
     /// Sockets still open when the worker reported.
     pub open_at_end: u64,
+    /// When each socket received its last new message, µs since the run's epoch (base64 V2
+    /// histogram; sockets that received nothing are left out).
+    #[serde(default)]
+    pub last_message_hist: String,
+    /// Receive time of the last message of any kind, µs since the Unix epoch (0: none).
+    #[serde(default)]
+    pub last_message_us: u64,
+    /// The reconnects of [`Command::Reconnect`] (None: there was none).
+    #[serde(default)]
+    pub reconnect: Option<ConnectReport>,
+    /// Protocol v2 frames and positions, when the sockets spoke v2.
+    #[serde(default)]
+    pub v2: Option<V2Report>,
+}
+
+/// What the v2 sockets of a worker saw: frames by type, resume outcomes, and the per-socket
+/// check of positions (each durable message's offset must be the previous one + 1 within an
+/// epoch: a jump is a gap, a repeat or a step back a duplicate).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct V2Report {
+    /// `welcome` frames (one per connect and reconnect).
+    pub welcomes: u64,
+    /// Welcomes answering a `since` with `"recovered":true`.
+    pub recovered: u64,
+    /// Welcomes answering a `since` with `"recovered":false`.
+    pub not_recovered: u64,
+    /// `reset` frames.
+    pub resets: u64,
+    /// Message frames with a position (durable).
+    pub positioned: u64,
+    /// Message frames without one (plain PUBLISH).
+    pub plain: u64,
+    /// Offsets skipped: a durable message more than one past the previous position.
+    pub offset_gaps: u64,
+    /// Sockets that saw a gap.
+    pub sockets_with_gaps: u64,
+    /// Durable messages at or before the previous position (a duplicate or reordering).
+    pub offset_repeats: u64,
+    /// Sockets that saw a repeat.
+    pub sockets_with_repeats: u64,
+    /// Durable messages of another epoch than the socket's (without a reset first).
+    pub epoch_changes: u64,
+    /// Frames that were not v2 JSON.
+    pub malformed: u64,
+}
+
+impl V2Report {
+    /// Adds `other` to this report.
+    pub fn add(&mut self, other: &V2Report) {
+        self.welcomes += other.welcomes;
+        self.recovered += other.recovered;
+        self.not_recovered += other.not_recovered;
+        self.resets += other.resets;
+        self.positioned += other.positioned;
+        self.plain += other.plain;
+        self.offset_gaps += other.offset_gaps;
+        self.sockets_with_gaps += other.sockets_with_gaps;
+        self.offset_repeats += other.offset_repeats;
+        self.sockets_with_repeats += other.sockets_with_repeats;
+        self.epoch_changes += other.epoch_changes;
+        self.malformed += other.malformed;
+    }
 }

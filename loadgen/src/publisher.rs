@@ -1,8 +1,14 @@
-//! Publishing through Redis: one multiplexed connection, `PUBLISH` commands sent in pipelines,
-//! messages numbered round robin over the users so that every worker can tell, from the total
-//! alone, what each of its sockets should have received. With `--redis-cluster`, [`Conn`]
-//! publishes with `SPUBLISH` instead, one pipeline per primary (each command names one channel,
-//! so a pipeline may mix slots as long as its node serves them all).
+//! Publishing through Redis: one multiplexed connection, commands sent in pipelines, messages
+//! numbered round robin over the users so that every worker can tell, from the total alone,
+//! what each of its sockets should have received. Plain `PUBLISH ws:<user>` (at-most-once), or
+//! durable: `FCALL ws_publish 1 ws:<user> <payload>`, the Redis Function the server loads at
+//! start-up, which appends to the user's history and publishes on its durable channel in one
+//! atomic step and answers the message's position.
+//!
+//! With `--redis-cluster`, [`Conn`] publishes plainly with `SPUBLISH` instead, one pipeline per
+//! primary (each command names one channel, so a pipeline may mix slots as long as its node
+//! serves them all); durably with the same `FCALL ws_publish`, each sent to the primary owning
+//! its key's slot (the server loads the library on every primary).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,45 +54,143 @@ impl Channels {
     }
 }
 
+/// How messages are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `PUBLISH <channel> <payload>`: answers how many subscribers got it.
+    Plain,
+    /// `FCALL ws_publish 1 <channel> <payload>`: answers `[epoch, offset]`.
+    Durable,
+}
+
+impl Mode {
+    /// The command as Redis' `INFO commandstats` names it.
+    pub fn command(self) -> &'static str {
+        match self {
+            Mode::Plain => "publish",
+            Mode::Durable => "fcall",
+        }
+    }
+
+    /// Adds the command publishing `payload` to `channel` to `pipe`.
+    fn push(self, pipe: &mut redis::Pipeline, channel: String, payload: &[u8]) {
+        match self {
+            Mode::Plain => pipe.cmd("PUBLISH").arg(channel).arg(payload),
+            Mode::Durable => pipe
+                .cmd("FCALL")
+                .arg("ws_publish")
+                .arg(1)
+                .arg(channel)
+                .arg(payload),
+        };
+    }
+
+    /// [`Mode::push`] for Redis Cluster: `SPUBLISH` (sharded pub/sub) instead of `PUBLISH`;
+    /// the durable `FCALL` is the same (the caller sends it to the key's primary).
+    fn push_sharded(self, pipe: &mut redis::Pipeline, channel: String, payload: &[u8]) {
+        match self {
+            Mode::Plain => {
+                pipe.cmd("SPUBLISH").arg(channel).arg(payload);
+            }
+            Mode::Durable => self.push(pipe, channel, payload),
+        }
+    }
+
+    /// How many of a pipeline's replies reached nobody: a plain publish's receiver count is 0;
+    /// a durable publish must answer `[epoch, offset]` (and does not say who got it).
+    fn to_nobody(self, replies: &[Value]) -> anyhow::Result<u64> {
+        match self {
+            Mode::Plain => Ok(replies
+                .iter()
+                .filter(|r| matches!(r, Value::Int(0)))
+                .count() as u64),
+            Mode::Durable => {
+                if let Some(odd) = replies.iter().find(|r| !is_position(r)) {
+                    anyhow::bail!("FCALL ws_publish answered {odd:?}, not [epoch, offset]");
+                }
+                Ok(0)
+            }
+        }
+    }
+}
+
 /// What one pipeline did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Sent {
     /// Messages published.
     pub messages: u64,
-    /// Of those, how many reached no subscriber (PUBLISH answered 0).
+    /// Of those, how many reached no subscriber (PUBLISH answered 0; a durable publish does
+    /// not say, and counts 0).
     pub to_nobody: u64,
 }
 
 /// Publishes messages `first..first + count` of the round-robin sequence over `users` users,
-/// each payload `size` bytes stamped with the time of sending.
+/// each payload `size` bytes stamped with the time of sending (or with 0 when `untimed`: the
+/// receivers then count it but do not time it).
 pub async fn publish_range(
     conn: &mut MultiplexedConnection,
+    mode: Mode,
     channels: &Channels,
+    range: std::ops::Range<u64>,
     users: u64,
-    first: u64,
-    count: u64,
     size: usize,
+    untimed: bool,
 ) -> anyhow::Result<Sent> {
-    if count == 0 || users == 0 {
+    if range.is_empty() || users == 0 {
         return Ok(Sent::default());
     }
+    let count = range.end - range.start;
     let mut pipe = redis::pipe();
     let mut body = Vec::with_capacity(size + 32);
-    let ts = now_us();
-    for i in first..first + count {
+    let ts = if untimed { 0 } else { now_us() };
+    for i in range {
         payload::build(i / users, ts, size, &mut body);
-        pipe.cmd("PUBLISH")
-            .arg(channels.of(i % users))
-            .arg(&body[..]);
+        mode.push(&mut pipe, channels.of(i % users), &body);
     }
-    let replies: Vec<i64> = pipe
-        .query_async(conn)
-        .await
-        .context("redis PUBLISH pipeline")?;
+    let to_nobody = match mode {
+        Mode::Plain => {
+            let replies: Vec<i64> = pipe
+                .query_async(conn)
+                .await
+                .context("redis PUBLISH pipeline")?;
+            replies.iter().filter(|&&r| r == 0).count() as u64
+        }
+        Mode::Durable => {
+            // Every reply is [epoch, offset]; an error reply fails the whole pipeline.
+            let replies: Vec<redis::Value> = pipe.query_async(conn).await.context(
+                "redis FCALL ws_publish pipeline (is the server's history on, and the function loaded?)",
+            )?;
+            if let Some(odd) = replies.iter().find(|r| !is_position(r)) {
+                anyhow::bail!("FCALL ws_publish answered {odd:?}, not [epoch, offset]");
+            }
+            0
+        }
+    };
     Ok(Sent {
         messages: count,
-        to_nobody: replies.iter().filter(|&&r| r == 0).count() as u64,
+        to_nobody,
     })
+}
+
+/// Whether a reply of `ws_publish` is `[epoch, offset]`.
+fn is_position(reply: &redis::Value) -> bool {
+    matches!(
+        reply,
+        redis::Value::Array(items)
+            if items.len() == 2 && matches!(items[1], redis::Value::Int(offset) if offset > 0)
+    )
+}
+
+/// `CLIENT KILL TYPE pubsub`: drops every subscriber connection of the Redis server (the
+/// servers' links for live messages) as a network blip would; answers how many were killed.
+pub async fn kill_subscribers(conn: &mut MultiplexedConnection) -> anyhow::Result<u64> {
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(conn)
+        .await
+        .context("redis CLIENT KILL TYPE pubsub")
 }
 
 /// Publishes one explicit list of `(user, seq)` messages; returns the users whose PUBLISH
@@ -211,17 +315,25 @@ fn slot(key: &[u8]) -> usize {
 }
 
 impl ClusterConns {
-    /// SPUBLISHes `(channel, body)` pairs, one pipeline per primary, all at once; answers each
-    /// one's receiver count in order.
-    async fn spublish(&self, messages: Vec<(String, Vec<u8>)>) -> anyhow::Result<Vec<i64>> {
+    /// Sends `(channel, body)` pairs in `mode` (SPUBLISH, or FCALL ws_publish with the channel
+    /// as its key), one pipeline per primary, all at once; answers each one's reply in order.
+    async fn send(
+        &self,
+        mode: Mode,
+        messages: Vec<(String, Vec<u8>)>,
+    ) -> anyhow::Result<Vec<Value>> {
         let mut groups: Vec<(Vec<usize>, redis::Pipeline)> = (0..self.nodes.len())
             .map(|_| (Vec::new(), redis::pipe()))
             .collect();
-        for (i, (channel, body)) in messages.iter().enumerate() {
+        for (i, (channel, body)) in messages.into_iter().enumerate() {
             let node = self.owners[slot(channel.as_bytes())];
             groups[node].0.push(i);
-            groups[node].1.cmd("SPUBLISH").arg(channel).arg(body);
+            mode.push_sharded(&mut groups[node].1, channel, &body);
         }
+        let what = match mode {
+            Mode::Plain => "redis SPUBLISH pipeline",
+            Mode::Durable => "redis FCALL ws_publish pipeline (is the server's history on, and the function loaded on every primary?)",
+        };
         let runs = groups
             .iter()
             .zip(&self.nodes)
@@ -229,13 +341,14 @@ impl ClusterConns {
             .map(|((_, pipe), conn)| {
                 let mut conn = conn.clone();
                 async move {
-                    pipe.query_async::<Vec<i64>>(&mut conn)
+                    pipe.query_async::<Vec<Value>>(&mut conn)
                         .await
-                        .context("redis SPUBLISH pipeline")
+                        .context(what)
                 }
             });
         let results = try_join_all(runs).await?;
-        let mut replies = vec![0i64; messages.len()];
+        let total = groups.iter().map(|(idx, _)| idx.len()).sum();
+        let mut replies = vec![Value::Nil; total];
         let used = groups.iter().filter(|(idx, _)| !idx.is_empty());
         for ((idx, _), values) in used.zip(results) {
             for (&i, value) in idx.iter().zip(values) {
@@ -250,27 +363,34 @@ impl Conn {
     /// [`publish_range`] on either kind of Redis.
     pub async fn publish_range(
         &mut self,
+        mode: Mode,
         channels: &Channels,
+        range: std::ops::Range<u64>,
         users: u64,
-        first: u64,
-        count: u64,
         size: usize,
+        untimed: bool,
     ) -> anyhow::Result<Sent> {
         match self {
-            Conn::Single(conn) => publish_range(conn, channels, users, first, count, size).await,
+            Conn::Single(conn) => {
+                publish_range(conn, mode, channels, range, users, size, untimed).await
+            }
             Conn::Cluster(cluster) => {
-                let ts = now_us();
-                let messages = (first..first + count)
+                if range.is_empty() || users == 0 {
+                    return Ok(Sent::default());
+                }
+                let count = range.end - range.start;
+                let ts = if untimed { 0 } else { now_us() };
+                let messages = range
                     .map(|i| {
                         let mut body = Vec::with_capacity(size + 32);
-                        payload::build(i / users.max(1), ts, size, &mut body);
-                        (channels.of(i % users.max(1)), body)
+                        payload::build(i / users, ts, size, &mut body);
+                        (channels.of(i % users), body)
                     })
                     .collect();
-                let replies = cluster.spublish(messages).await?;
+                let replies = cluster.send(mode, messages).await?;
                 Ok(Sent {
                     messages: count,
-                    to_nobody: replies.iter().filter(|&&r| r == 0).count() as u64,
+                    to_nobody: mode.to_nobody(&replies)?,
                 })
             }
         }
@@ -295,14 +415,38 @@ impl Conn {
                         (channels.of(user), body)
                     })
                     .collect();
-                let replies = cluster.spublish(batch).await?;
+                let replies = cluster.send(Mode::Plain, batch).await?;
                 Ok(messages
                     .iter()
                     .zip(replies)
-                    .filter(|(_, r)| *r == 0)
+                    .filter(|(_, r)| matches!(r, Value::Int(0)))
                     .map(|(&(user, _), _)| user)
                     .collect())
             }
+        }
+    }
+
+    /// [`kill_subscribers`] on the one Redis, or on every primary of the cluster; answers how
+    /// many connections were killed in all.
+    pub async fn kill_subscribers(&mut self) -> anyhow::Result<u64> {
+        match self {
+            Conn::Single(conn) => kill_subscribers(conn).await,
+            Conn::Cluster(cluster) => {
+                let mut killed = 0;
+                for conn in &cluster.nodes {
+                    killed += kill_subscribers(&mut conn.clone()).await?;
+                }
+                Ok(killed)
+            }
+        }
+    }
+
+    /// The connection to the one Redis, `None` on a cluster (for what is measured on a single
+    /// Redis only: `INFO` accounting, history memory).
+    pub fn single(&mut self) -> Option<&mut MultiplexedConnection> {
+        match self {
+            Conn::Single(conn) => Some(conn),
+            Conn::Cluster(_) => None,
         }
     }
 }

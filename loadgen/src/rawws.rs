@@ -1,7 +1,8 @@
 //! A bare WebSocket client over a raw TCP socket, for the stuck-reader scenario: it performs the
 //! upgrade by hand with a small receive buffer and then reads nothing, so the server's writes
 //! back up; later it reads whatever the kernel kept and parses the frames (counting text frames
-//! and finding the close code). Also a minimal HTTP GET to scrape `/metrics`.
+//! and finding the close code). Also a minimal HTTP GET to scrape `/metrics`, and readers of
+//! its samples.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -230,6 +231,19 @@ pub fn metric(text: &str, name: &str, label: &str) -> f64 {
         .sum()
 }
 
+/// Every sample of the Prometheus metrics in `names`, keyed `name{labels}` (or `name`).
+pub fn samples(text: &str, names: &[&str]) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let name = series.split_once('{').map_or(*series, |(n, _)| n);
+            names.contains(&name)
+        })
+        .filter_map(|(series, v)| Some((series.to_owned(), v.parse::<f64>().ok()?)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +276,9 @@ mod tests {
         );
         assert_eq!(metric(text, "up", ""), 1.0);
         assert_eq!(metric(text, "missing", ""), 0.0);
+        let s = samples(text, &["ws_connections_closed_total", "up"]);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s["ws_connections_closed_total{code=\"1012\"}"], 5.0);
+        assert_eq!(s["up"], 1.0);
     }
 }

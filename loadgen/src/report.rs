@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use crate::hist::Percentiles;
 use crate::procfs::CpuUsage;
-use crate::protocol::LossReport;
+use crate::protocol::{LossReport, V2Report};
+use crate::redis_info::{HistoryMemory, RedisCost};
 
 /// The whole report of `loadgen` (the default run mode).
 #[derive(Debug, Default, Serialize)]
@@ -38,6 +39,14 @@ pub struct RunReport {
     pub closes: ClosesSummary,
     /// The drain (SIGTERM) phase, when `--drain` was given.
     pub drain: Option<DrainSummary>,
+    /// Protocol v2 frames and the per-socket position checks, when `--v2` was given.
+    pub v2: Option<V2Report>,
+    /// The resume phase, when `--resume` was given.
+    pub resume: Option<ResumeSummary>,
+    /// The Redis blip during the publish phase, when `--blip-at-s` was given.
+    pub blip: Option<BlipSummary>,
+    /// Memory of the users' histories after publishing durably, when `--history-sample` > 0.
+    pub history_memory: Option<HistoryMemory>,
     /// Time series, one entry per bin.
     pub series: Series,
     /// Phase boundaries, seconds since start.
@@ -124,6 +133,67 @@ pub struct PublishSummary {
     pub payload_bytes: usize,
     /// Sockets per user (each message is delivered this many times).
     pub fanout: u64,
+    /// Published with `FCALL ws_publish` (history + durable channel) instead of `PUBLISH`.
+    pub durable: bool,
+    /// What publishing cost Redis (from its `INFO`), when it could be read.
+    pub redis: Option<RedisCost>,
+}
+
+/// The resume phase: every socket dropped its connection, a backlog was published durably
+/// while they were away, then every socket reconnected (v2: with `since`).
+#[derive(Debug, Default, Serialize)]
+pub struct ResumeSummary {
+    /// Sockets dropped.
+    pub sockets: u64,
+    /// Messages published to each user while its sockets were away.
+    pub backlog_per_user: u64,
+    /// Messages published in the backlog.
+    pub backlog_published: u64,
+    /// From the disconnect to the reconnect, seconds.
+    pub away_s: f64,
+    /// The reconnects: attempts, failures, rate, handshake times.
+    pub reconnect: ConnectSummary,
+    /// From the reconnect command until every socket had its backlog (`None`: not within the
+    /// wait), seconds.
+    pub caught_up_after_s: Option<f64>,
+    /// Per socket, from the reconnect command to its last new message, ms.
+    pub per_socket_caught_up: Percentiles,
+    /// Server CPU from the reconnect command until every socket had its backlog, seconds.
+    pub server_cpu_s: f64,
+    /// That CPU per reconnected socket, µs: TCP accept, upgrade, token, subscribe, history read,
+    /// replay of the backlog.
+    pub server_cpu_us_per_resume: f64,
+    /// Server CPU per socket of the first connect phase (no `since`, nothing to replay), µs.
+    pub server_cpu_us_per_connect: f64,
+    /// The server's delivery counters over the phase (after minus before).
+    pub server_metrics: BTreeMap<String, f64>,
+}
+
+/// A Redis blip: `CLIENT KILL TYPE pubsub` during the publish phase.
+#[derive(Debug, Default, Serialize)]
+pub struct BlipSummary {
+    /// When the subscribers were killed, seconds since start.
+    pub at_s: f64,
+    /// Subscriber connections killed.
+    pub killed: u64,
+    /// Messages published in the phase before the kill.
+    pub published_before: u64,
+    /// Messages published in the phase after it.
+    pub published_after: u64,
+    /// From the kill to the end of publishing, seconds.
+    pub publish_end_after_s: f64,
+    /// From the kill until the last socket had its last message (every message published), s.
+    pub caught_up_after_s: f64,
+    /// Per socket, from the kill to its last new message, ms.
+    pub per_socket_caught_up: Percentiles,
+    /// Catch-ups the server started after its subscriber link came back
+    /// (`ws_catch_ups_total{cause="reconnect"}`, polled every 20 ms).
+    pub server_catch_ups: f64,
+    /// From the kill to the last of them, seconds (the server spreads them over 2 s).
+    pub server_catch_ups_done_after_s: Option<f64>,
+    /// The server's delivery counters from the start of publishing to the end (after minus
+    /// before).
+    pub server_metrics: BTreeMap<String, f64>,
 }
 
 /// What arrived.
@@ -224,6 +294,47 @@ impl RunReport {
         }
         if let Some(d) = &self.drain {
             s += &d.summary();
+        }
+        if let Some(v) = &self.v2 {
+            s += &format!(
+                "v2: {} welcomes ({} recovered, {} not), {} resets, {} durable + {} plain messages; offsets skipped {} ({} sockets), repeated {} ({} sockets), epoch changes {}, malformed {}\n",
+                v.welcomes, v.recovered, v.not_recovered, v.resets, v.positioned, v.plain,
+                v.offset_gaps, v.sockets_with_gaps, v.offset_repeats, v.sockets_with_repeats,
+                v.epoch_changes, v.malformed
+            );
+        }
+        if let Some(r) = self.publish.as_ref().and_then(|p| p.redis.as_ref()) {
+            s += &format!(
+                "redis: {} x{} at {:.2} µs/call; process CPU {:.2}s = {:.2} µs per message published; used_memory {:+} bytes\n",
+                r.command, r.calls, r.usec_per_call, r.cpu_s, r.cpu_us_per_publish, r.used_memory_delta
+            );
+        }
+        if let Some(m) = &self.history_memory {
+            s += &format!(
+                "history memory ({} users sampled, {} with history): {:.1} entries, stream {:.0} B + meta {:.0} B = {:.0} B per user ({:.1} B per entry)\n",
+                m.users_sampled, m.users_with_history, m.entries_mean, m.stream_bytes_mean,
+                m.meta_bytes_mean, m.per_user_bytes_mean, m.bytes_per_entry
+            );
+        }
+        if let Some(r) = &self.resume {
+            s += &format!(
+                "resume: {} sockets away {:.1}s, backlog {}/user; reconnected {}/{} in {:.2}s; all caught up after {}; per socket p50 {:.0} ms p99 {:.0} ms; server CPU {:.2}s = {:.0} µs per resume (first connect {:.0} µs); metrics {:?}\n",
+                r.sockets, r.away_s, r.backlog_per_user, r.reconnect.ok, r.reconnect.attempted,
+                r.reconnect.seconds,
+                r.caught_up_after_s.map_or_else(|| "(not within the wait)".to_owned(), |t| format!("{t:.2}s")),
+                r.per_socket_caught_up.p50_ms, r.per_socket_caught_up.p99_ms,
+                r.server_cpu_s, r.server_cpu_us_per_resume, r.server_cpu_us_per_connect, r.server_metrics
+            );
+        }
+        if let Some(b) = &self.blip {
+            s += &format!(
+                "blip: {} subscriber connection(s) killed at {:.2}s ({} published before, {} after; publishing ended {:.2}s after); every socket had every message {:.2}s after the kill (per socket p50 {:.0} ms, p99 {:.0} ms); the server started {} catch-ups, the last {} after the kill; metrics {:?}\n",
+                b.killed, b.at_s, b.published_before, b.published_after, b.publish_end_after_s,
+                b.caught_up_after_s, b.per_socket_caught_up.p50_ms, b.per_socket_caught_up.p99_ms,
+                b.server_catch_ups,
+                b.server_catch_ups_done_after_s.map_or_else(|| "(unknown)".to_owned(), |t| format!("{t:.2}s")),
+                b.server_metrics
+            );
         }
         for (phase, u) in &self.cpu {
             s += &format!(

@@ -143,6 +143,19 @@ impl WsUrl {
         })
     }
 
+    /// This URL with `param` (`name=value`) added to its query.
+    pub fn with_param(&self, param: &str) -> Self {
+        let sep = if self.path_and_query.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        Self {
+            path_and_query: format!("{}{sep}{param}", self.path_and_query),
+            ..self.clone()
+        }
+    }
+
     /// The `ws://` URL carrying `token` in its query, as the contract's `?token=` form.
     pub fn with_token(&self, token: &str) -> String {
         let sep = if self.path_and_query.contains('?') {
@@ -220,6 +233,10 @@ mod tests {
         let u = WsUrl::parse("ws://example.com/x?a=1").unwrap();
         assert_eq!(u.port, 80);
         assert_eq!(u.target_with_token("T"), "/x?a=1&token=T");
+        assert_eq!(
+            u.with_param("v=2").with_token("T"),
+            "ws://example.com/x?a=1&v=2&token=T"
+        );
         assert!(WsUrl::parse("wss://x/ws").is_err());
     }
 

@@ -26,20 +26,38 @@ Sockets:
   --src-addrs LIST|N|none      source addresses, e.g. 127.0.0.2,127.0.0.3, or N for
                                127.0.0.1..N (default: 4 for a loopback target, else none)
   --max-sockets-per-worker N   sockets per worker process (9000; the open-files cap is per process)
+  --v2                         sockets opt in to protocol v2 (v=2): frames unwrapped, each
+                               socket's offsets checked (no gap, no repeat)
 Publishing (needs --redis):
   --redis URL                  redis://host:port of the server's Redis
-  --redis-cluster              --redis is a node of a Redis Cluster: SPUBLISH, one pipeline per
-                               primary
+  --redis-cluster              --redis is a node of a Redis Cluster: SPUBLISH (or with --durable
+                               FCALL ws_publish on the key's primary), one pipeline per primary;
+                               --blip-at-s kills the subscribers of every primary; no Redis INFO
+                               accounting, and --history-sample is refused
   --channel-prefix P           (ws:)
   --no-verify                  skip the round of one message per user that proves every socket
                                is subscribed before anything is timed
   --duration-s N               publish for N seconds (0: no publishing)
   --rate N                     messages/s; 0 = flat out (default 0)
   --payload BYTES              payload size (256)
+  --durable                    publish with FCALL ws_publish 1 <channel> <payload> (history +
+                               durable channel; the server must have history on) instead of
+                               PUBLISH; the verification round stays a plain PUBLISH
   --pipeline N                 PUBLISHes per pipeline (512)
   --pipelines-in-flight N      pipelines awaiting replies at once (2)
   --max-in-flight N            flat out: deliveries published but not yet received (50000)
   --settle-s N                 after publishing, wait up to N s for stragglers (5)
+  --history-sample N           after publishing durably, MEMORY USAGE of N users' history keys (0)
+Delivery (protocol v2, durable publishing):
+  --blip-at-s N                N s into publishing, CLIENT KILL TYPE pubsub (the server's
+                               subscriber link drops); reports when every socket had every message
+  --resume                     after the hold/publish: every socket drops its connection, a
+                               backlog is published durably, every socket reconnects with
+                               since=<epoch>:<offset>; reports server CPU per resume and the time
+                               until every socket has its backlog (needs --v2 --durable)
+  --resume-backlog N           messages per user published while the sockets are away (5)
+  --resume-away-s N            how long the sockets stay away (2)
+  --metrics-path PATH          server metrics, same host and port as --url (/metrics)
 Server:
   --server-pid PID             sample /proc/PID/status VmRSS, and the CPU time of its threads
   --redis-pid PID              also account the CPU time of redis-server
@@ -53,7 +71,14 @@ Output:
   --bin-ms N                   time-series interval (1000)
   --max-run-s N                hard limit of the whole run (900)";
 
-const SWITCHES: &[&str] = &["no-verify", "drain", "redis-cluster"];
+const SWITCHES: &[&str] = &[
+    "no-verify",
+    "drain",
+    "redis-cluster",
+    "durable",
+    "v2",
+    "resume",
+];
 const VALUED: &[&str] = &[
     "url",
     "secret",
@@ -74,6 +99,11 @@ const VALUED: &[&str] = &[
     "pipelines-in-flight",
     "max-in-flight",
     "settle-s",
+    "history-sample",
+    "blip-at-s",
+    "resume-backlog",
+    "resume-away-s",
+    "metrics-path",
     "server-pid",
     "redis-pid",
     "hold-s",
@@ -109,6 +139,14 @@ pub(super) struct Config {
     pub(super) pipelines_in_flight: usize,
     pub(super) max_in_flight: u64,
     pub(super) settle_s: f64,
+    pub(super) durable: bool,
+    pub(super) v2: bool,
+    pub(super) history_sample: u64,
+    pub(super) blip_at_s: Option<f64>,
+    pub(super) resume: bool,
+    pub(super) resume_backlog: u64,
+    pub(super) resume_away_s: f64,
+    pub(super) metrics_path: String,
     pub(super) server_pid: Option<u32>,
     pub(super) redis_pid: Option<u32>,
     pub(super) hold_s: f64,
@@ -147,6 +185,26 @@ impl Config {
         if duration_s > 0.0 && redis.is_none() {
             bail!("--duration-s needs --redis");
         }
+        let durable = f.switch("durable");
+        let v2 = f.switch("v2");
+        let resume = f.switch("resume");
+        if (durable || resume) && redis.is_none() {
+            bail!("--durable and --resume need --redis");
+        }
+        if resume && !(v2 && durable) {
+            bail!("--resume needs --v2 and --durable (a resume replays durable messages)");
+        }
+        let redis_cluster = f.switch("redis-cluster");
+        let history_sample: u64 = f.num("history-sample", 0)?;
+        if redis_cluster && history_sample > 0 {
+            bail!("--history-sample needs a single Redis, not --redis-cluster");
+        }
+        let blip_at_s: Option<f64> = f.opt("blip-at-s")?;
+        if let Some(at) = blip_at_s {
+            if !(at > 0.0 && at < duration_s) {
+                bail!("--blip-at-s must be within the publish phase (0 < N < --duration-s)");
+            }
+        }
         let max_sockets_per_worker: u64 = f.num("max-sockets-per-worker", 9000)?;
         if max_sockets_per_worker == 0 || max_sockets_per_worker > 18_000 {
             bail!("--max-sockets-per-worker must be 1..=18000");
@@ -164,7 +222,7 @@ impl Config {
             max_sockets_per_worker,
             verify: redis.is_some() && !f.switch("no-verify"),
             redis,
-            redis_cluster: f.switch("redis-cluster"),
+            redis_cluster,
             channel_prefix: f.str("channel-prefix").unwrap_or("ws:").to_owned(),
             duration_s,
             rate: f.num("rate", 0)?,
@@ -173,6 +231,14 @@ impl Config {
             pipelines_in_flight: f.num::<usize>("pipelines-in-flight", 2)?.max(1),
             max_in_flight: f.num::<u64>("max-in-flight", 50_000)?.max(1),
             settle_s: f.num("settle-s", 5.0)?,
+            durable,
+            v2,
+            history_sample,
+            blip_at_s,
+            resume,
+            resume_backlog: f.num::<u64>("resume-backlog", 5)?.max(1),
+            resume_away_s: f.num("resume-away-s", 2.0)?,
+            metrics_path: f.str("metrics-path").unwrap_or("/metrics").to_owned(),
             server_pid,
             redis_pid: f.opt("redis-pid")?,
             hold_s: f.num("hold-s", 0.0)?,
@@ -212,6 +278,15 @@ impl Config {
             json!(self.pipelines_in_flight),
         );
         m.insert("max_in_flight".into(), json!(self.max_in_flight));
+        m.insert("durable".into(), json!(self.durable));
+        m.insert("v2".into(), json!(self.v2));
+        m.insert("history_sample".into(), json!(self.history_sample));
+        m.insert("blip_at_s".into(), json!(self.blip_at_s));
+        m.insert("resume".into(), json!(self.resume));
+        if self.resume {
+            m.insert("resume_backlog".into(), json!(self.resume_backlog));
+            m.insert("resume_away_s".into(), json!(self.resume_away_s));
+        }
         m.insert("hold_s".into(), json!(self.hold_s));
         m.insert("drain".into(), json!(self.drain));
         m.insert("bin_ms".into(), json!(self.bin_ms));

@@ -1,16 +1,20 @@
-//! The run report: the workers' final reports merged (connects, latency, closes, loss, the
-//! series) with what the parent observed (server RSS, verify, publish, drain, CPU).
+//! The run report: the workers' final reports merged (connects, latency, closes, loss, v2
+//! positions, the series) with what the parent observed (server RSS, verify, publish, resume,
+//! blip, drain, CPU).
 
 use std::collections::BTreeMap;
 
 use anyhow::anyhow;
 
+use super::delivery::counter_deltas;
 use super::shared::Shared;
-use super::{secs_since, DrainStart, Observed, Run};
-use crate::hist::{self, Hist};
-use crate::protocol::{LossReport, WorkerFinal};
+use super::{secs_since, BlipStart, DrainStart, Observed, ResumeStart, Run};
+use crate::hist::{self, Hist, Percentiles};
+use crate::procfs::CpuUsage;
+use crate::protocol::{ConnectReport, LossReport, V2Report, WorkerFinal};
 use crate::report::{
-    ClosesSummary, ConnectSummary, DeliverySummary, DrainSummary, RunReport, Series, ServerSummary,
+    BlipSummary, ClosesSummary, ConnectSummary, DeliverySummary, DrainSummary, ResumeSummary,
+    RunReport, Series, ServerSummary,
 };
 
 /// Builds the report of a finished run with `workers` worker processes.
@@ -38,9 +42,10 @@ pub(super) fn report(run: Run, workers: usize) -> anyhow::Result<RunReport> {
     };
     let s = shared.borrow();
     let finals = s.finals();
-    report.connect = merge_connect(&finals, cfg.connect_concurrency)?;
+    let connects: Vec<&ConnectReport> = finals.iter().map(|f| &f.connect).collect();
+    report.connect = merge_connect(&connects, cfg.connect_concurrency)?;
     report.server = server_summary(cfg.server_pid, &seen, &s);
-    let merged = Merged::of(&finals)?;
+    let mut merged = Merged::of(&finals)?;
     report.latency = hist::percentiles(&merged.latency);
     if seen.publish.is_some() || cfg.verify {
         report.delivery = Some(merged.delivery(seen.publish_start_us));
@@ -54,22 +59,34 @@ pub(super) fn report(run: Run, workers: usize) -> anyhow::Result<RunReport> {
             drain,
         ));
     }
+    if let Some(resume) = &seen.resume {
+        report.resume = Some(resume_summary(
+            resume, &finals, &merged, &report, epoch_us, &cfg, &seen,
+        )?);
+    }
+    if let Some(blip) = &seen.blip {
+        report.blip = blip_summary(blip, &merged, report.publish.as_ref(), epoch_us);
+    }
+    report.history_memory = seen.history_memory.take();
+    report.v2 = merged.v2.take();
     report.closes = merged.closes;
     report.series = series(&finals, &s, cfg.bin_ms)?;
     report.latency_interval_p99_median_ms = median_interval_p99(&report.series);
     Ok(report)
 }
 
-/// The connect phases of every worker added up.
-fn merge_connect(finals: &[&WorkerFinal], concurrency: usize) -> anyhow::Result<ConnectSummary> {
+/// The connect phases (or reconnect rounds) of every worker added up.
+fn merge_connect(
+    connects: &[&ConnectReport],
+    concurrency: usize,
+) -> anyhow::Result<ConnectSummary> {
     let mut c = ConnectSummary {
         concurrency,
         ..ConnectSummary::default()
     };
     let mut handshake = hist::precise()?;
     let (mut first, mut last) = (u64::MAX, 0u64);
-    for f in finals {
-        let w = &f.connect;
+    for w in connects {
         c.attempted += w.attempted;
         c.ok += w.ok;
         c.failed += w.failed;
@@ -111,7 +128,7 @@ fn server_summary(pid: Option<u32>, seen: &Observed, s: &Shared) -> Option<Serve
     })
 }
 
-/// Latency, close times, close codes and loss of every worker added up.
+/// Latency, close times, close codes, loss and v2 positions of every worker added up.
 struct Merged {
     latency: Hist,
     /// When each close arrived, µs since the start of the run.
@@ -121,6 +138,9 @@ struct Merged {
     /// Receive time of the last timed message, µs since the Unix epoch.
     last_timed_us: u64,
     unparsed: u64,
+    /// When each socket received its last new message, µs since the start of the run.
+    last_messages: Hist,
+    v2: Option<V2Report>,
 }
 
 impl Merged {
@@ -132,6 +152,8 @@ impl Merged {
             loss: LossReport::default(),
             last_timed_us: 0,
             unparsed: 0,
+            last_messages: hist::precise()?,
+            v2: None,
         };
         for f in finals {
             m.add(f)?;
@@ -151,7 +173,35 @@ impl Merged {
         if let Some(l) = &f.loss {
             add_loss(&mut self.loss, l);
         }
+        if !f.last_message_hist.is_empty() {
+            hist::merge_into(&mut self.last_messages, &f.last_message_hist)?;
+        }
+        if let Some(v2) = &f.v2 {
+            self.v2.get_or_insert_with(V2Report::default).add(v2);
+        }
         Ok(())
+    }
+
+    /// Per socket, from `from_us` (µs since the run's epoch) to its last new message, ms;
+    /// sockets whose last message came before are left out.
+    fn last_messages_after(&self, from_us: u64) -> anyhow::Result<Percentiles> {
+        let mut h = hist::precise()?;
+        for v in self.last_messages.iter_recorded() {
+            let at = v.value_iterated_to();
+            if at >= from_us {
+                h.saturating_record_n((at - from_us).max(1), v.count_at_value());
+            }
+        }
+        Ok(hist::percentiles(&h))
+    }
+
+    /// When the last socket received its last new message, µs since the run's epoch.
+    fn last_message_at(&self) -> u64 {
+        if self.last_messages.is_empty() {
+            0
+        } else {
+            self.last_messages.max()
+        }
     }
 
     /// What arrived, timed from the start of the publish phase (0 s without one).
@@ -174,6 +224,75 @@ impl Merged {
             unparsed: self.unparsed,
         }
     }
+}
+
+/// Server CPU in `cpu`'s window, seconds.
+fn server_cpu_s(cpu: Option<&CpuUsage>) -> f64 {
+    cpu.and_then(|u| Some(u.processes.get("server")? / 100.0 * u.seconds))
+        .unwrap_or(0.0)
+}
+
+/// The resume phase: the workers' reconnect rounds, when each socket had its backlog, and the
+/// server's CPU per resume beside its CPU per first connect.
+#[allow(clippy::too_many_arguments)]
+fn resume_summary(
+    resume: &ResumeStart,
+    finals: &[&WorkerFinal],
+    merged: &Merged,
+    report: &RunReport,
+    epoch_us: u64,
+    cfg: &super::config::Config,
+    seen: &Observed,
+) -> anyhow::Result<ResumeSummary> {
+    let rounds: Vec<&ConnectReport> = finals.iter().filter_map(|f| f.reconnect.as_ref()).collect();
+    let reconnect = merge_connect(&rounds, cfg.connect_concurrency)?;
+    let from = resume.reconnect_us.saturating_sub(epoch_us);
+    let cpu_s = server_cpu_s(report.cpu.get("resume"));
+    let connect_cpu_s = server_cpu_s(report.cpu.get("connect"));
+    let per = |s: f64, n: u64| ((s * 1e6 / n.max(1) as f64) * 10.0).round() / 10.0;
+    Ok(ResumeSummary {
+        sockets: resume.sockets,
+        backlog_per_user: cfg.resume_backlog,
+        backlog_published: seen.resume_backlog_published,
+        away_s: (resume.away_s * 1000.0).round() / 1000.0,
+        caught_up_after_s: resume
+            .done_us
+            .map(|_| secs_since(from, merged.last_message_at())),
+        per_socket_caught_up: merged.last_messages_after(from)?,
+        server_cpu_s: (cpu_s * 1000.0).round() / 1000.0,
+        server_cpu_us_per_resume: per(cpu_s, reconnect.ok),
+        server_cpu_us_per_connect: per(connect_cpu_s, report.connect.ok),
+        reconnect,
+        server_metrics: resume.server_metrics.clone(),
+    })
+}
+
+/// The blip: when every socket had every message, counted from the kill.
+fn blip_summary(
+    blip: &BlipStart,
+    merged: &Merged,
+    publish: Option<&crate::report::PublishSummary>,
+    epoch_us: u64,
+) -> Option<BlipSummary> {
+    let at_us = blip.at_us?;
+    let from = at_us.saturating_sub(epoch_us);
+    let published = publish.map_or(0, |p| p.published);
+    Some(BlipSummary {
+        at_s: secs_since(epoch_us, at_us),
+        killed: blip.killed,
+        published_before: blip.published_before,
+        published_after: published.saturating_sub(blip.published_before),
+        publish_end_after_s: secs_since(at_us, blip.publish_end_us),
+        caught_up_after_s: secs_since(from, merged.last_message_at()),
+        per_socket_caught_up: merged.last_messages_after(from).ok()?,
+        server_catch_ups: blip.catch_ups,
+        server_catch_ups_done_after_s: blip.catch_ups_last_us.map(|t| secs_since(at_us, t)),
+        server_metrics: blip
+            .metrics_after
+            .as_ref()
+            .map(|after| counter_deltas(&blip.metrics_before, after))
+            .unwrap_or_default(),
+    })
 }
 
 /// Adds a worker's loss report to the run's.

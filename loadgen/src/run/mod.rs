@@ -1,7 +1,8 @@
 //! The parent process of a run: splits the sockets into slices of at most
 //! `--max-sockets-per-worker`, re-executes itself once per slice with `--worker`, then drives
-//! the phases (connect, verify, hold, publish or drain), samples the server's RSS, prints
-//! progress once a second, merges the workers' reports and writes the JSON report and SVG plot.
+//! the phases (connect, verify, hold, publish, resume or drain), samples the server's RSS,
+//! prints progress once a second, merges the workers' reports and writes the JSON report and
+//! SVG plot.
 //!
 //! Every phase has a deadline and the whole run is bounded by `--max-run-s`; workers are killed
 //! when the parent drops them, and exit by themselves when the parent's pipe closes.
@@ -12,10 +13,13 @@
 //! - `workers`: splitting the sockets, starting the worker processes, commanding them;
 //! - `monitor`: the progress line and the RSS sampler;
 //! - `phases`: one method of [`Run`] per phase (connect, verify, hold, publish, drain, finish);
+//! - `delivery`: the resume phase, the Redis blip during publishing, the history's memory and
+//!   the server's delivery counters;
 //! - `merge`: the workers' final reports merged into the [`RunReport`];
 //! - `plot`: the SVG of the report.
 
 mod config;
+mod delivery;
 mod merge;
 mod monitor;
 mod phases;
@@ -70,11 +74,22 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     run.hold().await?;
     if let (true, Some(conn)) = (run.cfg.duration_s > 0.0, redis.as_mut()) {
         run.publish(conn).await?;
+        run.await_catch_ups().await;
+        run.measure_history(conn).await?;
+    }
+    if let (true, Some(conn)) = (run.cfg.resume, redis.as_mut()) {
+        run.resume(conn, &mut workers).await?;
     }
     if run.cfg.drain {
         run.drain().await?;
     }
     run.finish(&mut workers).await?;
+    if run.seen.blip.is_some() {
+        let after = run.scrape().await;
+        if let Some(blip) = run.seen.blip.as_mut() {
+            blip.metrics_after = Some(after);
+        }
+    }
     monitors.stop();
     run.seen.rss_end = run.cfg.server_pid.and_then(procfs::rss_kb);
     drop(workers);
@@ -117,6 +132,40 @@ struct Observed {
     /// Index after the last message published (verification round included).
     published_end: u64,
     drain: Option<DrainStart>,
+    /// Messages published as the resume's backlog.
+    resume_backlog_published: u64,
+    resume: Option<ResumeStart>,
+    blip: Option<BlipStart>,
+    history_memory: Option<crate::redis_info::HistoryMemory>,
+}
+
+/// The resume as the parent saw it.
+struct ResumeStart {
+    /// Sockets that dropped their connection.
+    sockets: u64,
+    /// When the reconnect command went, µs since the Unix epoch.
+    reconnect_us: u64,
+    /// How long the sockets were away, seconds.
+    away_s: f64,
+    /// When every socket had its backlog (None: not within the wait).
+    done_us: Option<u64>,
+    /// The server's delivery counters over the phase.
+    server_metrics: delivery::Counters,
+}
+
+/// The blip as the parent saw it (`at_us` stays None when the publish phase ended first).
+#[derive(Default)]
+struct BlipStart {
+    at_us: Option<u64>,
+    killed: u64,
+    published_before: u64,
+    /// Publish phase over, µs since the Unix epoch.
+    publish_end_us: u64,
+    /// Catch-ups after the broker reconnect the server counted, and when the count last moved.
+    catch_ups: f64,
+    catch_ups_last_us: Option<u64>,
+    metrics_before: delivery::Counters,
+    metrics_after: Option<delivery::Counters>,
 }
 
 /// The drain as the parent saw it: when SIGTERM went, how many sockets were open then, and

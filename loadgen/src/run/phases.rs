@@ -1,7 +1,9 @@
 //! The phases of a run, one method of [`Run`] each, in the order `run` calls them: connect,
-//! verify (one message per user), hold, publish (fixed rate or flat out), drain (SIGTERM the
-//! server and time the closes) and finish (every worker sends its final report). Each phase
-//! has a deadline and checks the workers while it waits.
+//! verify (one message per user), hold, publish (fixed rate or flat out, plain or durable,
+//! with Redis' own accounting around it and the blip of `--blip-at-s` in it), drain (SIGTERM
+//! the server and time the closes) and finish (every worker sends its final report). Each
+//! phase has a deadline and checks the workers while it waits. The resume phase is in
+//! `delivery`.
 
 use std::time::{Duration, Instant};
 
@@ -11,10 +13,11 @@ use futures_util::StreamExt as _;
 
 use super::shared::wait_until;
 use super::workers::{self, Worker};
-use super::{sleep_s, DrainStart, Run};
+use super::{sleep_s, BlipStart, DrainStart, Run};
 use crate::procfs::{self, CpuSnap};
 use crate::protocol::Command;
-use crate::publisher::{Conn, Sent};
+use crate::publisher::{Conn, Mode, Sent};
+use crate::redis_info::{InfoSnap, RedisCost};
 use crate::report::{PublishSummary, VerifySummary};
 use crate::util::now_us;
 
@@ -116,14 +119,32 @@ impl Run {
         Ok(())
     }
 
-    /// Publishes for `--duration-s` and records what went out.
+    /// How the publish phase publishes.
+    fn mode(&self) -> Mode {
+        if self.cfg.durable {
+            Mode::Durable
+        } else {
+            Mode::Plain
+        }
+    }
+
+    /// Publishes for `--duration-s` and records what went out and what it cost Redis.
+    /// (On a cluster, Redis' cost is not accounted: its `INFO` is per node.)
     pub(super) async fn publish(&mut self, conn: &mut Conn) -> anyhow::Result<()> {
         let fixed = self.cfg.rate > 0;
-        self.set_phase(if fixed {
-            "publish (fixed rate)"
-        } else {
-            "publish (flat out)"
+        self.set_phase(match (fixed, self.cfg.durable) {
+            (true, false) => "publish (fixed rate)",
+            (false, false) => "publish (flat out)",
+            (true, true) => "publish durably (fixed rate)",
+            (false, true) => "publish durably (flat out)",
         });
+        if self.cfg.blip_at_s.is_some() {
+            self.seen.blip = Some(BlipStart {
+                metrics_before: self.scrape().await,
+                ..BlipStart::default()
+            });
+        }
+        let info_start = redis_info(conn).await;
         self.mark("publish");
         self.seen.publish_start_us = now_us();
         let start = self.snap();
@@ -133,6 +154,18 @@ impl Run {
         let seconds = t0.elapsed().as_secs_f64();
         self.account_cpu("publish", &start);
         self.mark("publish end");
+        if let Some(blip) = self.seen.blip.as_mut() {
+            blip.publish_end_us = now_us();
+        }
+        let redis = match (info_start, redis_info(conn).await) {
+            (Some(a), Some(b)) => Some(RedisCost::between(
+                &a,
+                &b,
+                self.mode().command(),
+                next - first,
+            )),
+            _ => None,
+        };
         self.seen.published_end = next;
         self.seen.publish = Some(PublishSummary {
             mode: if fixed { "fixed" } else { "flat-out" }.to_owned(),
@@ -143,14 +176,18 @@ impl Run {
             to_nobody: self.shared.borrow().to_nobody,
             payload_bytes: self.cfg.payload,
             fanout: self.cfg.sockets_per_user,
+            durable: self.cfg.durable,
+            redis,
         });
         Ok(())
     }
 
     /// Publishes from message `first` for `--duration-s`, at `--rate` or flat out (bounded by
-    /// `--max-in-flight`), up to `--pipelines-in-flight` pipelines at once; returns the index
-    /// after the last message published.
-    async fn publish_for_duration(&self, conn: &mut Conn, first: u64) -> anyhow::Result<u64> {
+    /// `--max-in-flight`), up to `--pipelines-in-flight` pipelines at once, with the blip of
+    /// `--blip-at-s` on the way; returns the index after the last message published.
+    async fn publish_for_duration(&mut self, conn: &mut Conn, first: u64) -> anyhow::Result<u64> {
+        let mode = self.mode();
+        let mut blip_at = self.cfg.blip_at_s.map(Duration::from_secs_f64);
         let live = self.shared.borrow().total().open.max(1);
         let per_message = live as f64 / self.cfg.users as f64;
         let start = Instant::now();
@@ -160,15 +197,19 @@ impl Run {
         loop {
             let elapsed = start.elapsed();
             let running = elapsed < duration;
+            if blip_at.is_some_and(|at| elapsed >= at) {
+                blip_at = None;
+                self.blip(conn, first, next).await?;
+            }
             while running && pending.len() < self.cfg.pipelines_in_flight {
                 let budget = self.budget(first, next, elapsed, per_message);
                 if budget == 0 {
                     break;
                 }
                 let (mut c, ch) = (conn.clone(), self.channels.clone());
-                let (users, size, from) = (self.cfg.users, self.cfg.payload, next);
+                let (users, size, range) = (self.cfg.users, self.cfg.payload, next..next + budget);
                 pending.push(async move {
-                    let sent = c.publish_range(&ch, users, from, budget, size).await;
+                    let sent = c.publish_range(mode, &ch, range, users, size, false).await;
                     (sent, now_us())
                 });
                 next += budget;
@@ -266,7 +307,8 @@ impl Run {
     /// Tells every worker what was published and waits for their final reports.
     pub(super) async fn finish(&mut self, workers: &mut [Worker]) -> anyhow::Result<()> {
         self.set_phase("report");
-        let published_any = self.cfg.verify || self.seen.publish.is_some();
+        let published_any =
+            self.cfg.verify || self.seen.publish.is_some() || self.seen.resume.is_some();
         let command = Command::Finish {
             published: published_any.then_some(self.seen.published_end),
             users: self.cfg.users,
@@ -282,6 +324,18 @@ impl Run {
             bail!("workers did not report within {limit:?}");
         }
         Ok(())
+    }
+}
+
+/// Redis' `INFO` counters, or `None` (with a warning) when they cannot be read: they are
+/// accounting, not the measurement. `None` without a warning on a cluster.
+async fn redis_info(conn: &mut Conn) -> Option<InfoSnap> {
+    match InfoSnap::take(conn.single()?).await {
+        Ok(snap) => Some(snap),
+        Err(e) => {
+            eprintln!("warning: {e:#}");
+            None
+        }
     }
 }
 

@@ -50,6 +50,8 @@ impl Shared {
             t.open += w.open;
             t.delivered += w.delivered;
             t.closed += w.closed;
+            t.away += w.away;
+            t.reconnects_done += w.reconnects_done;
         }
         t
     }

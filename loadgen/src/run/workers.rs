@@ -60,6 +60,7 @@ impl WorkerPlan {
             bin_us: cfg.bin_ms * 1000,
             latency_from_seq: u64::from(cfg.verify),
             max_run_ms: cfg.max_run_s * 1000,
+            v2: cfg.v2,
         }
     }
 }

@@ -2,8 +2,9 @@
 //! concurrency, each bound to one of the source addresses, reads every message, times it,
 //! tracks per-socket sequence numbers, and reports to the parent over stdout (JSON lines).
 //!
-//! It reads its [`WorkerSpec`] and then [`Command`]s from stdin; when stdin closes (the parent
-//! is gone) or its own deadline passes it stops at once, so it can never outlive a run.
+//! It reads its [`WorkerSpec`] and then [`Command`]s from stdin (drop every connection,
+//! reconnect, finish); when stdin closes (the parent is gone) or its own deadline passes it
+//! stops at once, so it can never outlive a run.
 //!
 //! Layout: `state` (what the worker knows about its sockets, and its reports), `socket` (one
 //! client socket's task).
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use tokio::io::{AsyncBufReadExt as _, BufReader, Lines, Stdin};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::LocalSet;
 use tokio::time::Instant;
 
@@ -61,8 +62,9 @@ async fn run(spec: WorkerSpec, lines: CommandLines) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_millis(spec.max_run_ms);
     let state = Rc::new(RefCell::new(State::new(spec.clone())?));
     spawn_ticks(state.clone());
-    open_sockets(&spec, &url, target, &src_addrs, &state)?;
-    finish(&state, lines, deadline).await
+    let (away, away_rx) = watch::channel(false);
+    open_sockets(&spec, &url, target, &src_addrs, &state, &away_rx)?;
+    commands(&state, &away, lines, deadline).await
 }
 
 /// The spec's source addresses, parsed.
@@ -95,7 +97,15 @@ fn open_sockets(
     target: SocketAddr,
     src_addrs: &[IpAddr],
     state: &Rc<RefCell<State>>,
+    away: &watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let v2_url;
+    let url = if spec.v2 {
+        v2_url = url.with_param("v=2");
+        &v2_url
+    } else {
+        url
+    };
     let minter = Minter::new(&spec.secret, spec.token_ttl_s);
     let gate = Rc::new(Semaphore::new(spec.connect_concurrency.max(1)));
     let timeout = Duration::from_millis(spec.connect_timeout_ms);
@@ -114,35 +124,63 @@ fn open_sockets(
                 request: request.clone(),
                 timeout,
             };
-            tokio::task::spawn_local(socket::socket_task(state.clone(), gate.clone(), plan));
+            tokio::task::spawn_local(socket::socket_task(
+                state.clone(),
+                gate.clone(),
+                plan,
+                away.clone(),
+            ));
         }
     }
     Ok(())
 }
 
-/// Waits for the parent's `Finish`, then up to its `wait_ms` for the expected messages, and
-/// sends the final report. Without a command (parent gone, or the deadline) it reports what
-/// there is at once.
-async fn finish(
+/// Follows the parent's commands: drops and reconnects the sockets when told, and on `Finish`
+/// waits up to its `wait_ms` for the expected messages and sends the final report. Without a
+/// command (parent gone, or the deadline) it reports what there is at once.
+async fn commands(
     state: &RefCell<State>,
+    away: &watch::Sender<bool>,
     mut lines: CommandLines,
     deadline: Instant,
 ) -> anyhow::Result<()> {
-    let command = tokio::select! {
-        line = lines.next_line() => line.context("reading stdin")?,
-        _ = tokio::time::sleep_until(deadline) => None,
-    };
-    let Some(line) = command else {
-        // Parent gone or deadline: report what there is and stop.
-        let report = state.borrow().report(None)?;
-        let _ = emit_line(&Event::Final(Box::new(report)));
-        return Ok(());
-    };
-    let Command::Finish {
-        published,
-        users,
-        wait_ms,
-    } = serde_json::from_str(&line).with_context(|| format!("bad command {line:?}"))?;
+    loop {
+        let command = tokio::select! {
+            line = lines.next_line() => line.context("reading stdin")?,
+            _ = tokio::time::sleep_until(deadline) => None,
+        };
+        let Some(line) = command else {
+            // Parent gone or deadline: report what there is and stop.
+            let report = state.borrow().report(None)?;
+            let _ = emit_line(&Event::Final(Box::new(report)));
+            return Ok(());
+        };
+        match serde_json::from_str(&line).with_context(|| format!("bad command {line:?}"))? {
+            Command::Disconnect => {
+                away.send_replace(true);
+            }
+            Command::Reconnect => {
+                state.borrow_mut().start_reconnects();
+                away.send_replace(false);
+            }
+            Command::Finish {
+                published,
+                users,
+                wait_ms,
+            } => return finish(state, published, users, wait_ms, deadline).await,
+        }
+    }
+}
+
+/// Waits up to `wait_ms` (and the deadline) until every open socket has what was published to
+/// it, then sends the final report.
+async fn finish(
+    state: &RefCell<State>,
+    published: Option<u64>,
+    users: u64,
+    wait_ms: u64,
+    deadline: Instant,
+) -> anyhow::Result<()> {
     if let Some(published) = published {
         let until = Instant::now() + Duration::from_millis(wait_ms);
         while Instant::now() < until.min(deadline) && !state.borrow().complete(published, users) {
