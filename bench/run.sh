@@ -9,6 +9,7 @@
 #   SCENARIOS="idle-18k unicast-20k" bench/run.sh
 #   SCENARIOS=delivery bench/run.sh   # the delivery scenarios below (about 8 minutes)
 #   BENCH_OUT=/tmp/bench bench/run.sh # write somewhere else
+#   BENCH_SERVER_ENV="WS__HISTORY__SIZE=0" bench/run.sh # extra server settings for every scenario
 #   BENCH_SERVER_BIN=/tmp/old/websocket-service SCENARIOS="unicast-flat unicast-20k" bench/run.sh
 #                                     # another build of the server (plain scenarios only for a
 #                                     # build from before durable publishing)
@@ -192,8 +193,10 @@ scenario() {
   local name=$1
   wait_quiet
   case $name in
-    history-300) start_server "$name" WS__HISTORY__SIZE=300 ;;
-    *) start_server "$name" ;;
+    # shellcheck disable=SC2086 # BENCH_SERVER_ENV is a list of KEY=VALUE words
+    history-300) start_server "$name" WS__HISTORY__SIZE=300 ${BENCH_SERVER_ENV:-} ;;
+    # shellcheck disable=SC2086
+    *) start_server "$name" ${BENCH_SERVER_ENV:-} ;;
   esac
   case $name in
     idle-18k)
