@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 
@@ -134,8 +134,6 @@ pub struct UserSessions {
 pub struct UserHub {
     user: UserId,
     sessions: HashMap<ConnId, SessionLink>,
-    /// When each session was admitted (for the console).
-    joined_at: HashMap<ConnId, SystemTime>,
     settings: HubSettings,
     /// The shard that holds this hub, told when the hub empties.
     shard: Recipient<HubIdle>,
@@ -164,7 +162,6 @@ impl UserHub {
         Self {
             user,
             sessions: HashMap::new(),
-            joined_at: HashMap::new(),
             settings,
             shard,
             metrics,
@@ -203,7 +200,6 @@ impl UserHub {
             join.link.control.do_send(SessionControl::Subscribed);
         }
         self.v2_sessions += usize::from(join.link.v2);
-        self.joined_at.insert(join.conn, SystemTime::now());
         self.sessions.insert(join.conn, join.link);
     }
 }
@@ -253,7 +249,6 @@ impl Handler<Leave> for UserHub {
     type Result = ();
 
     fn handle(&mut self, leave: Leave, _: &mut Context<Self>) {
-        self.joined_at.remove(&leave.conn);
         if let Some(link) = self.sessions.remove(&leave.conn) {
             self.v2_sessions -= usize::from(link.v2);
             self.report_if_idle();
@@ -346,14 +341,10 @@ impl Handler<UserSessions> for UserHub {
     type Result = MessageResult<UserSessions>;
 
     fn handle(&mut self, _: UserSessions, _: &mut Context<Self>) -> Self::Result {
-        let sessions = self.sessions.keys().map(|&conn| SessionInfo {
+        let sessions = self.sessions.iter().map(|(&conn, link)| SessionInfo {
             conn,
-            since: self.joined_at.get(&conn).copied().unwrap_or(UNIX_EPOCH),
-            protocol: if self.sessions.get(&conn).is_some_and(|link| link.v2) {
-                "v2"
-            } else {
-                "legacy"
-            },
+            since: link.since,
+            protocol: if link.v2 { "v2" } else { "legacy" },
             last_position: self.last_position.clone(),
         });
         MessageResult(sessions.collect())
@@ -450,6 +441,7 @@ mod tests {
             deliver: session.clone().recipient(),
             control: session.recipient(),
             v2: false,
+            since: SystemTime::now(),
         };
         hub.do_send(Join { conn, link });
         assert_eq!(next(&mut session_rx).await, "Joined");

@@ -203,6 +203,7 @@ async fn message_for_a_stopped_session_is_counted_closed() {
         deliver: session.clone().recipient(),
         control: session.clone().recipient(),
         v2: false,
+        since: std::time::SystemTime::now(),
     };
     directory.connect(UserId::new("gone"), ConnId::next(), link);
     directory.hub_count().await.expect("shard running");

@@ -105,6 +105,7 @@ fn join(directory: &Directory, user: &str) -> FakeSession {
         deliver: addr.clone().recipient(),
         control: addr.clone().recipient(),
         v2: false,
+        since: std::time::SystemTime::now(),
     };
     directory.connect(UserId::new(user), conn, link);
     FakeSession { conn, addr, rx }

@@ -5,7 +5,7 @@
 //! stream (`client_frames`), not a message.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -66,6 +66,8 @@ pub struct SessionLink {
     pub control: Recipient<SessionControl>,
     /// Whether the session speaks protocol v2 (the hub then encodes v2 frames).
     pub v2: bool,
+    /// When the session started (the console's "connected since").
+    pub since: SystemTime,
 }
 
 /// A new session asks to join its user's hub (sent to the directory shard of its user).

@@ -385,6 +385,7 @@ impl Actor for Session {
             deliver: address.clone().recipient(),
             control: address.recipient(),
             v2: self.sync.is_some(),
+            since: SystemTime::now(),
         };
         self.params.hub.join.do_send(JoinHub {
             user: self.params.user.clone(),
