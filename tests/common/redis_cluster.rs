@@ -50,22 +50,8 @@ impl RedisCluster {
             dir,
         };
         for _ in 0..6 {
-            let port = free_port();
-            let bus = free_port();
-            let child = cluster.spawn(port, bus);
-            cluster.nodes.push(Node {
-                port,
-                child: Some(child),
-            });
-        }
-        for node in &cluster.nodes {
-            let port = node.port;
-            wait_until(
-                STARTUP_DEADLINE,
-                &format!("redis-server {port} to answer PING"),
-                || async move { ping(port).await },
-            )
-            .await;
+            let node = cluster.start_node().await;
+            cluster.nodes.push(node);
         }
         let addresses: Vec<String> = cluster
             .nodes
@@ -91,6 +77,25 @@ impl RedisCluster {
         );
         cluster.wait_healthy().await;
         cluster
+    }
+
+    /// Starts one node on fresh ports and waits until it answers PING. Tests run in parallel and
+    /// a free port may be taken by another test's node before this one binds it (redis-server
+    /// then exits): such a node is started again on other ports, up to a few times.
+    async fn start_node(&self) -> Node {
+        for _ in 0..NODE_START_ATTEMPTS {
+            let port = free_port();
+            let mut child = self.spawn(port, free_port());
+            if node_answers(&mut child, port).await {
+                return Node {
+                    port,
+                    child: Some(child),
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("no redis-server node started after {NODE_START_ATTEMPTS} attempts on fresh ports");
     }
 
     fn spawn(&self, port: u16, bus: u16) -> Child {
@@ -473,6 +478,25 @@ pub async fn command(port: u16, cmd: &redis::Cmd) -> Option<Value> {
         .await
         .ok()
         .flatten()
+}
+
+/// Times a cluster node is started on fresh ports before the test gives up.
+const NODE_START_ATTEMPTS: usize = 5;
+
+/// Whether the node started as `child` answers PING on `port` while still running (a node
+/// that exits could not bind its ports; a PING answered by another test's node does not count).
+async fn node_answers(child: &mut Child, port: u16) -> bool {
+    let deadline = std::time::Instant::now() + STARTUP_DEADLINE;
+    while std::time::Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return false;
+        }
+        if ping(port).await {
+            return matches!(child.try_wait(), Ok(None));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 async fn ping(port: u16) -> bool {
