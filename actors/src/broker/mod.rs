@@ -12,6 +12,7 @@ pub mod conn;
 pub mod durable;
 pub mod keys;
 mod memory;
+mod publisher;
 mod redis;
 mod route;
 

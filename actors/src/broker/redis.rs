@@ -16,18 +16,16 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, watch};
 
 use super::cluster::{ClusterNodeHealth, ClusterStart};
-use super::conn::{ConnOptions, RedisConn, RedisTarget};
+use super::conn::{RedisConn, RedisTarget};
 use super::durable::parse_durable;
 use super::keys::UserKeys;
-use super::{
-    channel_name, Broker, BrokerError, BrokerHealth, Interest, Publish, RouteSink, RouteUser,
-};
+pub use super::publisher::RedisPublisher;
+use super::{channel_name, Broker, BrokerError, BrokerHealth, Interest, RouteSink, RouteUser};
 use crate::backoff::full_jitter;
 use crate::ids::UserId;
 use crate::metrics::RelayMetrics;
@@ -44,7 +42,7 @@ const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// Most pushes taken from the connection's channel at once (and so routed together).
 const PUSH_BATCH: usize = 256;
 /// How long a single command may take before the link counts as broken.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where Redis is and how channels are named.
 #[derive(Clone, Debug)]
@@ -463,56 +461,5 @@ struct Pushes(Vec<PushInfo>);
 impl StreamHandler<Pushes> for RedisSubscriber {
     fn handle(&mut self, pushes: Pushes, ctx: &mut Context<Self>) {
         self.on_pushes(pushes.0, ctx);
-    }
-}
-
-/// Publishes on its own connection, so publishing never queues behind subscription traffic:
-/// `PUBLISH`, or `SPUBLISH` on Redis Cluster (one pipeline per hash slot there).
-pub struct RedisPublisher {
-    connection: RedisConn,
-    command: &'static str,
-    prefix: String,
-}
-
-impl RedisPublisher {
-    /// A publisher that connects lazily (Redis may be down now).
-    pub fn new(config: &RedisConfig) -> Result<Self, BrokerError> {
-        let options = ConnOptions {
-            timeout: COMMAND_TIMEOUT,
-            retries: 1,
-        };
-        Ok(Self {
-            connection: config.target.connect(options)?,
-            command: config.target.publish_command(),
-            prefix: config.channel_prefix.clone(),
-        })
-    }
-}
-
-impl Publish for RedisPublisher {
-    fn publish(
-        &self,
-        users: Vec<UserId>,
-        payload: Bytes,
-    ) -> BoxFuture<'static, Result<(), BrokerError>> {
-        let commands: Vec<redis::Cmd> = users
-            .iter()
-            .map(|user| {
-                let mut command = redis::cmd(self.command);
-                command
-                    .arg(channel_name(&self.prefix, user))
-                    .arg(payload.as_ref());
-                command
-            })
-            .collect();
-        let connection = self.connection.clone();
-        Box::pin(async move {
-            for reply in connection.run_each(&commands).await? {
-                if let Value::ServerError(error) = reply {
-                    return Err(BrokerError::Redis(error.into()));
-                }
-            }
-            Ok(())
-        })
     }
 }
