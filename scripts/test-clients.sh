@@ -14,53 +14,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-apt_updated=""
-apt_install() {
-  if [ -z "$apt_updated" ]; then
-    as_root apt-get update -qq
-    apt_updated=1
-  fi
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
+# shellcheck source=scripts/lib/browser-test-env.sh
+. scripts/lib/browser-test-env.sh
 
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  echo "==> installing nodejs and npm (Debian packages)"
-  apt_install nodejs npm
-fi
-node_major="$(node -p 'process.versions.node.split(".")[0]')"
-if [ "$node_major" -lt 20 ]; then
-  echo "error: Node.js >= 20 is needed (node --test, playwright-core); found $(node --version)" >&2
-  exit 1
-fi
-
-export CHROMIUM_BIN="${CHROMIUM_BIN:-/usr/bin/chromium}"
-if [ ! -x "$CHROMIUM_BIN" ]; then
-  echo "==> installing chromium (Debian package)"
-  # Without its recommends (printer setup, notification daemon, ...), which headless use does
-  # not need; fonts-liberation so that the screenshot renders text with metric-compatible fonts.
-  apt_install chromium fonts-liberation
-fi
-
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "==> installing redis-server (Debian package)"
-  apt_install redis-server
-fi
-
-if [ -z "${SERVER_BIN:-}" ]; then
-  export SERVER_BIN="$PWD/target/debug/websocket-service"
-  if command -v cargo >/dev/null 2>&1; then
-    echo "==> cargo build --bin websocket-service"
-    cargo build --quiet --locked --bin websocket-service
-  fi
-fi
-
+npm_ci clients/ts
 cd clients/ts
-# npm ci when node_modules is missing or older than the lockfile.
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "==> npm ci (clients/ts)"
-  npm ci --no-audit --no-fund --loglevel=error
-fi
 
 echo "==> tsc (clients/ts)"
 rm -rf dist
