@@ -36,6 +36,23 @@ fn invalid(message: impl Into<String>, cid: &CorrelationId) -> ApiError {
     ApiError::new(ErrorCode::ValidationError, message, cid)
 }
 
+/// An action's request: the operator authorised (a state change: CSRF checked) before the body
+/// is read, then the JSON body within `limits`. An error is the answer to send.
+async fn authorized_action<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    console: &Console,
+    limits: BodyLimits,
+    cid: &CorrelationId,
+) -> Result<(Operator, T), HttpResponse> {
+    let operator = match console.auth.authorize(req, true, cid) {
+        Ok(operator) => operator,
+        Err(error) => return Err(body::refuse_unread(error, payload)),
+    };
+    let request = json_body(req, payload, limits, cid).await?;
+    Ok((operator, request))
+}
+
 /// Reads a JSON body within `limits`, after the caller has authorised the request.
 async fn json_body<T: serde::de::DeserializeOwned>(
     req: &HttpRequest,
@@ -247,14 +264,11 @@ pub(super) async fn publish(
     limits: web::Data<BodyLimits>,
     cid: CorrelationId,
 ) -> HttpResponse {
-    let operator = match console.auth.authorize(&req, true, &cid) {
-        Ok(operator) => operator,
-        Err(error) => return body::refuse_unread(error, payload),
-    };
-    let request: PublishRequest = match json_body(&req, payload, **limits, &cid).await {
-        Ok(request) => request,
-        Err(refusal) => return refusal,
-    };
+    let (operator, request): (_, PublishRequest) =
+        match authorized_action(&req, payload, &console, **limits, &cid).await {
+            Ok(action) => action,
+            Err(refusal) => return refusal,
+        };
     let user = match user_id(&request.user_id, &cid) {
         Ok(user) => user,
         Err(error) => return HttpResponse::from_error(error),
@@ -316,14 +330,11 @@ pub(super) async fn disconnect(
     limits: web::Data<BodyLimits>,
     cid: CorrelationId,
 ) -> HttpResponse {
-    let operator = match console.auth.authorize(&req, true, &cid) {
-        Ok(operator) => operator,
-        Err(error) => return body::refuse_unread(error, payload),
-    };
-    let request: DisconnectRequest = match json_body(&req, payload, **limits, &cid).await {
-        Ok(request) => request,
-        Err(refusal) => return refusal,
-    };
+    let (operator, request): (_, DisconnectRequest) =
+        match authorized_action(&req, payload, &console, **limits, &cid).await {
+            Ok(action) => action,
+            Err(refusal) => return refusal,
+        };
     let user = match user_id(&request.user_id, &cid) {
         Ok(user) => user,
         Err(error) => return HttpResponse::from_error(error),
